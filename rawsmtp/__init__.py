@@ -6,16 +6,17 @@ from ._errors import (
     SMTPDeliveryUnknownError,
     SMTPPoolClosedError,
     SMTPProxyError,
-    SMTPTimeoutError,
 )
 from .protocol import (
     LocalProtocolError,
     RemoteProtocolError,
     SMTPAuthenticationError,
+    SMTPCapabilityError,
     SMTPDisconnectedError,
     SMTPError,
     SMTPRecipientsRefusedError,
     SMTPResponseError,
+    SMTPTimeoutError,
     SMTPTLSError,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "LocalProtocolError",
     "RemoteProtocolError",
     "SMTPAuthenticationError",
+    "SMTPCapabilityError",
     "SMTPConfigError",
     "SMTPConnectionError",
     "SMTPDeliveryUnknownError",

@@ -6,7 +6,7 @@ what only a driver with sockets and clocks can know.
 
 from __future__ import annotations
 
-from .protocol._errors import LocalProtocolError, SMTPError
+from .protocol._errors import LocalProtocolError, SMTPError, SMTPTimeoutError
 
 __all__ = [
     "SMTPConfigError",
@@ -39,14 +39,6 @@ class SMTPProxyError(SMTPConnectionError):
     def __init__(self, message: str, *, reply_code: int | None = None) -> None:
         super().__init__(message)
         self.reply_code = reply_code
-
-
-class SMTPTimeoutError(SMTPError, TimeoutError):
-    """A wait ran out; ``phase`` says which: ``"connect"``, ``"greeting"``, ``"command"``..."""
-
-    def __init__(self, message: str, *, phase: str, command: str | None = None) -> None:
-        super().__init__(message, command=command)
-        self.phase = phase
 
 
 class SMTPPoolClosedError(SMTPError):

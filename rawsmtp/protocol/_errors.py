@@ -12,11 +12,13 @@ __all__ = [
     "LocalProtocolError",
     "RemoteProtocolError",
     "SMTPAuthenticationError",
+    "SMTPCapabilityError",
     "SMTPDisconnectedError",
     "SMTPError",
     "SMTPRecipientsRefusedError",
     "SMTPResponseError",
     "SMTPTLSError",
+    "SMTPTimeoutError",
 ]
 
 
@@ -57,6 +59,11 @@ class SMTPError(Exception):
 
 class LocalProtocolError(SMTPError, ValueError):
     """The caller misused the API or gave input that can never be sent (nothing was written)."""
+
+
+class SMTPCapabilityError(LocalProtocolError):
+    """The message needs something this server does not offer (SMTPUTF8, 8BITMIME, REQUIRETLS),
+    or is larger than its SIZE limit. Raised before anything of the message is written."""
 
 
 class RemoteProtocolError(SMTPError):
@@ -119,3 +126,12 @@ class SMTPRecipientsRefusedError(SMTPResponseError):
             command="RCPT",
         )
         self.rejected = rejected
+
+
+class SMTPTimeoutError(SMTPError, TimeoutError):
+    """A wait ran out; ``phase`` says which: ``"connect"``, ``"greeting"``, ``"command"``,
+    ``"data"`` (the final reply to a message), ``"tls"``..."""
+
+    def __init__(self, message: str, *, phase: str, command: str | None = None) -> None:
+        super().__init__(message, command=command)
+        self.phase = phase

@@ -1,0 +1,92 @@
+"""Message content on the wire: DATA encoding (RFC 5321 section 4.5.2) and BDAT framing (RFC 3030).
+
+Both normalise line ends first: CR LF stays, a bare LF or a bare CR becomes CR LF, so that a dot
+after a bare LF or CR is seen as the line start it is to a server (lettre's RUSTSEC-2021-0069 was
+a dot missed there). DATA then doubles every dot that starts a line and ends with ``.`` CR LF.
+
+Both work on whole chunks with ``bytes.replace`` (no Python loop per line) and keep the little
+state a chunk boundary needs: a CR held back because the next chunk may start with its LF, and
+whether the output so far ends at a line start.
+"""
+
+from __future__ import annotations
+
+from ._commands import bdat
+
+__all__ = ["ChunkingEncoder", "DataEncoder", "decode_data"]
+
+
+class _LineEnds:
+    """Normalises line ends across chunk boundaries; output uses bare LF, the encoders add CR."""
+
+    def __init__(self) -> None:
+        self._held_cr = False
+
+    def normalise(self, chunk: bytes) -> bytes:
+        if self._held_cr:
+            chunk = b"\r" + chunk
+        self._held_cr = chunk.endswith(b"\r")
+        if self._held_cr:
+            chunk = chunk[:-1]
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return chunk
+
+    def flush(self) -> bytes:
+        held, self._held_cr = self._held_cr, False
+        return b"\n" if held else b""
+
+
+class DataEncoder:
+    """Streams a message into the bytes that follow a 354 reply to DATA.
+
+    >>> encoder = DataEncoder()
+    >>> encoder.encode(b".hidden\\n") + encoder.end()
+    b'..hidden\\r\\n.\\r\\n'
+    """
+
+    def __init__(self) -> None:
+        self._line_ends = _LineEnds()
+        self._at_line_start = True
+
+    def encode(self, chunk: bytes) -> bytes:
+        return self._stuff(self._line_ends.normalise(chunk))
+
+    def end(self) -> bytes:
+        """The rest of the message, a line end if it lacked one, and the ``.`` terminator."""
+        tail = self._stuff(self._line_ends.flush())
+        return tail + (b".\r\n" if self._at_line_start else b"\r\n.\r\n")
+
+    def _stuff(self, text: bytes) -> bytes:
+        if not text:
+            return text
+        if self._at_line_start and text.startswith(b"."):
+            text = b"." + text
+        self._at_line_start = text.endswith(b"\n")
+        return text.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
+
+
+class ChunkingEncoder:
+    """Streams a message as BDAT chunks: each non-empty input chunk becomes one ``BDAT n``."""
+
+    def __init__(self) -> None:
+        self._line_ends = _LineEnds()
+
+    def encode(self, chunk: bytes) -> bytes:
+        data = self._line_ends.normalise(chunk).replace(b"\n", b"\r\n")
+        return bdat(len(data), last=False) + data if data else b""
+
+    def end(self) -> bytes:
+        """The last chunk, ``BDAT n LAST`` (n may be 0)."""
+        data = self._line_ends.flush().replace(b"\n", b"\r\n")
+        return bdat(len(data), last=True) + data
+
+
+def decode_data(encoded: bytes) -> bytes:
+    """Undo :class:`DataEncoder` on a complete, terminated DATA payload (for servers and tests)."""
+    if encoded == b".\r\n":
+        return b""
+    if not encoded.endswith(b"\r\n.\r\n"):
+        raise ValueError("DATA payload does not end with CRLF.CRLF")
+    body = b"\r\n" + encoded[: -len(b".\r\n")]
+    return body.replace(b"\r\n..", b"\r\n.")[2:]

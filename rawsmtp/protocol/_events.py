@@ -1,0 +1,140 @@
+"""The events a :class:`ClientConnection` reports, and the NEED_DATA sentinel.
+
+Every event is a frozen, slotted dataclass. A driver loops ``next_event()`` until it returns
+``NEED_DATA``, acting on each event, then writes ``data_to_send()``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from ._errors import SMTPAuthenticationError, SMTPError, SMTPResponseError
+from ._extensions import Extensions
+from ._replies import Reply
+from ._transaction import Transaction
+
+__all__ = [
+    "NEED_DATA",
+    "Authenticated",
+    "AuthenticationFailed",
+    "ConnectionClosed",
+    "Event",
+    "Greeting",
+    "MessageAccepted",
+    "MessageFailed",
+    "NeedData",
+    "Ready",
+    "SendBody",
+    "StartTLS",
+]
+
+
+class NeedData(enum.Enum):
+    """``next_event()`` has nothing until more bytes are received."""
+
+    NEED_DATA = "NEED_DATA"
+
+
+NEED_DATA = NeedData.NEED_DATA
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Greeting:
+    """The server's 220 greeting arrived; the client has sent EHLO (or LHLO)."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartTLS:
+    """The server accepted STARTTLS: do the TLS handshake now, then call ``start_tls_done()``.
+
+    Until then the client sends nothing, and any byte received is a protocol error.
+    """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    """The session is set up (greeting, EHLO, STARTTLS when done): transactions and AUTH may go.
+
+    ``extensions`` is what the last EHLO advertised; ``tls`` says whether the link is encrypted.
+    """
+
+    extensions: Extensions
+    tls: bool
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authenticated:
+    """The server accepted the credentials (235)."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthenticationFailed:
+    """The AUTH exchange failed; the connection is still usable for another attempt or QUIT."""
+
+    error: SMTPAuthenticationError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendBody:
+    """The server is ready for this transaction's message: call ``send_body()`` then ``end_body()``."""
+
+    transaction: Transaction
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageAccepted:
+    """The server took responsibility for the message for the ``accepted`` recipients.
+
+    ``rejected`` maps each refused recipient (at RCPT, or after the data for LMTP) to its error.
+    """
+
+    transaction: Transaction
+    reply: Reply
+    accepted: tuple[str, ...]
+    rejected: dict[str, SMTPResponseError] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageFailed:
+    """The message was refused (sender, every recipient, or the data); the session goes on.
+
+    ``error`` is an :class:`SMTPResponseError` (the server said no) or an
+    :class:`SMTPCapabilityError` (the server lacks what the message needs; nothing was sent).
+    """
+
+    transaction: Transaction
+    error: SMTPError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionClosed:
+    """The session is over; the driver should close the socket.
+
+    ``error`` is None after a normal QUIT. ``unsent`` are transactions whose message was not
+    completely handed out (or that the server refused with 421): safe to send again elsewhere.
+    ``unconfirmed`` were sent in full but their final reply never came: they may have been
+    delivered and must not be resent blindly.
+    """
+
+    error: SMTPError | None
+    unsent: tuple[Transaction, ...] = ()
+    unconfirmed: tuple[Transaction, ...] = ()
+
+
+Event = (
+    Greeting
+    | StartTLS
+    | Ready
+    | Authenticated
+    | AuthenticationFailed
+    | SendBody
+    | MessageAccepted
+    | MessageFailed
+    | ConnectionClosed
+)

@@ -1,0 +1,141 @@
+"""Server replies: the :class:`Reply` value and the incremental, bounded reply parser.
+
+RFC 5321 section 4.2: a reply is one or more lines ``CODE-text`` ending in a line ``CODE text``
+(or a bare ``CODE``). RFC 3463 enhanced status codes (``5.1.1``) are split out of the first line.
+The parser accepts bare LF as a line end (real servers send it) but nothing else loose: codes must
+be three digits of the right ranges and every line of a reply must carry the same code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ._errors import RemoteProtocolError
+
+__all__ = ["DEFAULT_MAX_LINE_LENGTH", "DEFAULT_MAX_REPLY_LINES", "Reply", "ReplyParser"]
+
+DEFAULT_MAX_LINE_LENGTH = 8192
+DEFAULT_MAX_REPLY_LINES = 256
+
+# RFC 5321 reply codes: first digit 2-5, second 0-5, third any digit; then a space, a hyphen,
+# or nothing at all (a bare "250" line is legal).
+_LINE = re.compile(rb"([2-5][0-5][0-9])([ -]?)(.*)", re.DOTALL)
+# RFC 3463: class "." subject "." detail, class matching the reply's first digit.
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One complete server reply. ``lines`` holds each line's text after the code."""
+
+    code: int
+    lines: tuple[str, ...]
+    enhanced_code: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The reply's text, lines joined by newlines (enhanced code included)."""
+        return "\n".join(self.lines)
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def is_temporary_failure(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent_failure(self) -> bool:
+        return self.code >= 500
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+def _enhanced_code(code: int, first_line: str) -> str | None:
+    match = _ENHANCED.match(first_line)
+    if match is None or match.group(1) != str(code)[0]:
+        return None
+    return f"{match.group(1)}.{int(match.group(2))}.{int(match.group(3))}"
+
+
+class ReplyParser:
+    """Turns received bytes into :class:`Reply` objects, incrementally and within limits.
+
+    Bytes already searched for a line end are never searched again, so a reply fed one byte at
+    a time costs linear time. A line longer than ``max_line_length`` or a reply of more than
+    ``max_lines`` lines is a :class:`RemoteProtocolError` before the buffer can grow past them.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        max_lines: int = DEFAULT_MAX_REPLY_LINES,
+    ) -> None:
+        self._buffer = bytearray()
+        self._start = 0  # where the unparsed bytes begin
+        self._searched = 0  # bytes from _start already known to hold no line end
+        self._max_line_length = max_line_length
+        self._max_lines = max_lines
+        self._code: int | None = None
+        self._lines: list[str] = []
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes are not yet part of a complete reply."""
+        return len(self._buffer) - self._start
+
+    def next_reply(self) -> Reply | None:
+        """The next complete reply, or None until more bytes arrive."""
+        while (line := self._next_line()) is not None:
+            reply = self._add_line(line)
+            if reply is not None:
+                return reply
+        return None
+
+    def _next_line(self) -> bytes | None:
+        buffer = self._buffer
+        end = buffer.find(b"\n", self._start + self._searched)
+        if end < 0:
+            self._searched = len(buffer) - self._start
+            if self._searched > self._max_line_length:
+                raise RemoteProtocolError(f"reply line longer than {self._max_line_length} bytes")
+            return None
+        line = bytes(buffer[self._start : end])
+        self._start = end + 1
+        self._searched = 0
+        if self._start > 65536 and self._start * 2 > len(buffer):
+            # Compact now and then rather than on every line, so parsing stays linear.
+            del buffer[: self._start]
+            self._start = 0
+        if len(line) > self._max_line_length:
+            raise RemoteProtocolError(f"reply line longer than {self._max_line_length} bytes")
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def _add_line(self, line: bytes) -> Reply | None:
+        match = _LINE.fullmatch(line)
+        if match is None:
+            raise RemoteProtocolError(f"malformed reply line: {line[:80]!r}")
+        code = int(match.group(1))
+        if self._code is not None and code != self._code:
+            raise RemoteProtocolError(
+                f"reply code changed within a multi-line reply ({self._code} then {code})"
+            )
+        separator, text = match.group(2), match.group(3)
+        if separator == b"" and text:
+            raise RemoteProtocolError(f"malformed reply line: {line[:80]!r}")
+        self._code = code
+        self._lines.append(text.decode("utf-8", "replace"))
+        if separator == b"-":
+            if len(self._lines) >= self._max_lines:
+                raise RemoteProtocolError(f"reply longer than {self._max_lines} lines")
+            return None
+        lines = tuple(self._lines)
+        self._code, self._lines = None, []
+        return Reply(code=code, lines=lines, enhanced_code=_enhanced_code(code, lines[0]))

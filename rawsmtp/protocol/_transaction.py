@@ -1,0 +1,69 @@
+"""The :class:`Transaction`: one message's envelope and ESMTP options, validated on creation.
+
+It is what a driver hands to :meth:`ClientConnection.send_mail`; the body follows separately, in
+chunks, when the client says the server is ready for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from . import _commands
+from ._errors import LocalProtocolError
+
+__all__ = ["Transaction"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class Transaction:
+    """A message's envelope. Invalid input raises :class:`LocalProtocolError` here, at once.
+
+    ``size`` is the message size for the SIZE parameter (and the check against the server's
+    limit); ``body`` is the BODY parameter; ``smtputf8`` asks for SMTPUTF8 (needed for non-ASCII
+    addresses). ``ret``, ``envid``, ``notify`` (applied to every recipient) and ``orcpt`` are DSN
+    requests (RFC 3461), sent only when the server offers DSN. ``requiretls`` (RFC 8689) fails
+    the message unless the server offers REQUIRETLS over TLS. ``tag`` is the driver's own handle.
+    Transactions compare by identity.
+    """
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    size: int | None = None
+    body: Literal["7BIT", "8BITMIME", "BINARYMIME"] | None = None
+    smtputf8: bool = False
+    ret: Literal["FULL", "HDRS"] | None = None
+    envid: str | None = None
+    notify: frozenset[str] | None = None
+    orcpt: bool = False
+    requiretls: bool = False
+    tag: object = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipients, str) or not self.recipients:
+            raise LocalProtocolError("a transaction needs a non-empty tuple of recipients")
+        # Serialising once checks every address and parameter with the code that sends them.
+        self.mail_command(dsn=True)
+        for recipient in self.recipients:
+            self.rcpt_command(recipient, dsn=True)
+
+    def mail_command(
+        self, *, dsn: bool, with_size: bool = True, with_body_type: bool = True
+    ) -> bytes:
+        return _commands.mail(
+            self.mail_from,
+            size=self.size if with_size else None,
+            body=self.body if with_body_type else None,
+            smtputf8=self.smtputf8,
+            ret=self.ret if dsn else None,
+            envid=self.envid if dsn else None,
+            requiretls=self.requiretls,
+        )
+
+    def rcpt_command(self, recipient: str, *, dsn: bool) -> bytes:
+        return _commands.rcpt(
+            recipient,
+            smtputf8=self.smtputf8,
+            notify=self.notify if dsn else None,
+            orcpt=self.orcpt and dsn,
+        )
