@@ -14,6 +14,7 @@ __all__ = [
     "SMTPDeliveryUnknownError",
     "SMTPPoolClosedError",
     "SMTPProxyError",
+    "SMTPQueueFullError",
     "SMTPTimeoutError",
 ]
 
@@ -43,6 +44,10 @@ class SMTPProxyError(SMTPConnectionError):
 
 class SMTPPoolClosedError(SMTPError):
     """The pool was closed before the message could be sent."""
+
+
+class SMTPQueueFullError(SMTPError):
+    """``max_queue`` messages are already waiting and the caller chose not to wait longer."""
 
 
 class SMTPDeliveryUnknownError(SMTPError):
