@@ -1,0 +1,556 @@
+"""The client state machine, driven with scripted server bytes (no sockets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rawsmtp.protocol import (
+    NEED_DATA,
+    Authenticated,
+    AuthenticationFailed,
+    ClientConfig,
+    ClientConnection,
+    ConnectionClosed,
+    Event,
+    Greeting,
+    LocalProtocolError,
+    MessageAccepted,
+    MessageFailed,
+    Ready,
+    RemoteProtocolError,
+    SendBody,
+    SMTPAuthenticationError,
+    SMTPCapabilityError,
+    SMTPDisconnectedError,
+    SMTPError,
+    SMTPRecipientsRefusedError,
+    SMTPResponseError,
+    SMTPTimeoutError,
+    SMTPTLSError,
+    StartTLS,
+    State,
+    Transaction,
+)
+
+EHLO_PIPELINING = b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n"
+
+
+class Session:
+    """A client plus helpers to play the server's part."""
+
+    def __init__(self, **config: Any) -> None:
+        config.setdefault("starttls", "never")
+        self.client = ClientConnection(
+            ClientConfig(local_hostname="client.test", **config), now=0.0
+        )
+        self.last: list[Event] = []
+
+    def server(self, data: bytes) -> list[Event]:
+        self.client.receive_data(data, now=0.0)
+        self.last = self.events()
+        return self.last
+
+    def events(self) -> list[Event]:
+        events = []
+        while (event := self.client.next_event()) is not NEED_DATA:
+            assert not isinstance(event, type(NEED_DATA))
+            events.append(event)
+        return events
+
+    def sent(self) -> bytes:
+        return self.client.data_to_send(now=0.0)
+
+    def ready(self, ehlo: bytes = EHLO_PIPELINING) -> None:
+        [greeting] = self.server(b"220 mx.test ESMTP\r\n")
+        assert isinstance(greeting, Greeting)
+        assert self.sent() == b"EHLO client.test\r\n"
+        [ready] = self.server(ehlo)
+        assert isinstance(ready, Ready) and self.client.state is State.READY
+
+    def body(self, transaction: Transaction, data: bytes) -> None:
+        """Answer the SendBody the last server bytes (or the last API call) produced."""
+        [event] = self.events() or self.last
+        self.last = []
+        assert isinstance(event, SendBody) and event.transaction is transaction
+        self.client.send_body(data)
+        self.client.end_body()
+
+
+def tx(*recipients: str, **options: Any) -> Transaction:
+    return Transaction(mail_from="from@test", recipients=recipients or ("to@test",), **options)
+
+
+def test_pipelined_transaction_is_one_write_and_next_follows_the_dot() -> None:
+    session = Session()
+    session.ready()
+    first, second = tx("a@test", "b@test", size=10), tx("c@test")
+    session.client.send_mail(first)
+    session.client.send_mail(second)
+    assert session.sent() == (
+        b"MAIL FROM:<from@test> SIZE=10\r\nRCPT TO:<a@test>\r\nRCPT TO:<b@test>\r\nDATA\r\n"
+    )
+    assert session.server(b"250 ok\r\n250 ok\r\n550 5.1.1 unknown\r\n") == []
+    session.server(b"354 go\r\n")
+    session.body(first, b"hello\n.dot\n")
+    assert session.sent() == (
+        b"hello\r\n..dot\r\n.\r\nMAIL FROM:<from@test>\r\nRCPT TO:<c@test>\r\nDATA\r\n"
+    )
+    [accepted] = session.server(b"250 2.0.0 queued as X\r\n")
+    assert isinstance(accepted, MessageAccepted)
+    assert accepted.accepted == ("a@test",) and list(accepted.rejected) == ["b@test"]
+    assert accepted.rejected["b@test"].code == 550
+    assert accepted.rejected["b@test"].enhanced_code == "5.1.1"
+    assert accepted.reply.text == "2.0.0 queued as X"
+    session.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    session.body(second, b"x")
+    session.client.quit()
+    assert session.sent() == b"x\r\n.\r\nQUIT\r\n"
+    events = session.server(b"250 ok\r\n221 bye\r\n")
+    assert isinstance(events[0], MessageAccepted)
+    assert events[1] == ConnectionClosed(error=None, unsent=(), unconfirmed=())
+
+
+def test_every_recipient_refused_costs_one_rset_not_the_connection() -> None:
+    session = Session()
+    session.ready()
+    message = tx("a@test", "b@test")
+    session.client.send_mail(message)
+    session.sent()
+    [failed] = session.server(b"250 ok\r\n550 no\r\n551 no\r\n554 no valid recipients\r\n")
+    assert isinstance(failed, MessageFailed)
+    assert isinstance(failed.error, SMTPRecipientsRefusedError)
+    assert set(failed.error.rejected) == {"a@test", "b@test"}
+    assert session.sent() == b"RSET\r\n"
+    assert session.server(b"250 reset\r\n") == []
+    assert session.client.state is State.READY
+
+
+def test_354_after_refused_envelope_gets_an_empty_message() -> None:
+    """RFC 2920 3.1: a server may accept DATA although every RCPT failed."""
+    session = Session()
+    session.ready()
+    session.client.send_mail(tx("a@test"))
+    session.sent()
+    assert session.server(b"250 ok\r\n550 no\r\n354 go\r\n") == []
+    assert session.sent() == b".\r\n"
+    [failed] = session.server(b"554 no recipients\r\n")
+    assert isinstance(failed, MessageFailed)
+    assert isinstance(failed.error, SMTPRecipientsRefusedError)
+
+
+def test_refused_sender_reports_the_mail_reply() -> None:
+    session = Session()
+    session.ready()
+    session.client.send_mail(tx("a@test"))
+    session.sent()
+    [failed] = session.server(b"553 5.7.1 sender rejected\r\n503 no mail\r\n503 no rcpt\r\n")
+    assert isinstance(failed.error, SMTPResponseError)
+    assert (failed.error.code, failed.error.command) == (553, "MAIL")
+    assert failed.error.enhanced_code == "5.7.1"
+    assert not failed.error.is_temporary
+    assert session.sent() == b"RSET\r\n"
+
+
+def test_message_refused_after_data() -> None:
+    session = Session()
+    session.ready()
+    message = tx()
+    session.client.send_mail(message)
+    session.sent()
+    session.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    session.body(message, b"spam")
+    session.sent()
+    [failed] = session.server(b"451 4.7.1 greylisted\r\n")
+    assert isinstance(failed, MessageFailed)
+    assert failed.error.code == 451 and failed.error.is_temporary  # type: ignore[attr-defined]
+
+
+def test_without_pipelining_commands_wait_for_replies() -> None:
+    session = Session()
+    session.ready(b"250-mx.test\r\n250 SIZE\r\n")
+    session.client.send_mail(tx("a@test", "b@test"))
+    assert session.sent() == b"MAIL FROM:<from@test>\r\n"
+    session.server(b"250 ok\r\n")
+    assert session.sent() == b"RCPT TO:<a@test>\r\n"
+    session.server(b"550 no\r\n")
+    assert session.sent() == b"RCPT TO:<b@test>\r\n"
+    [failed] = session.server(b"550 no\r\n")
+    assert isinstance(failed.error, SMTPRecipientsRefusedError)
+    assert session.sent() == b"RSET\r\n"  # no DATA once every recipient is refused
+
+
+def test_helo_fallback_when_ehlo_is_refused() -> None:
+    session = Session()
+    session.server(b"220 old server\r\n")
+    session.sent()
+    assert session.server(b"502 what?\r\n") == []
+    assert session.sent() == b"HELO client.test\r\n"
+    [ready] = session.server(b"250 hello\r\n")
+    assert isinstance(ready, Ready) and not ready.extensions.pipelining
+
+
+@pytest.mark.parametrize("greeting", [b"554 go away\r\n", b"421 busy\r\n"])
+def test_refusing_greeting_closes_with_its_code(greeting: bytes) -> None:
+    session = Session()
+    [closed] = session.server(greeting)
+    assert isinstance(closed, ConnectionClosed)
+    assert isinstance(closed.error, SMTPResponseError)
+    assert closed.error.code == int(greeting[:3])
+
+
+def test_starttls_upgrade_resets_capabilities() -> None:
+    session = Session(starttls="opportunistic")
+    session.server(b"220 hi\r\n")
+    session.sent()
+    assert session.server(b"250-mx\r\n250-AUTH PLAIN\r\n250 STARTTLS\r\n") == []
+    assert session.sent() == b"STARTTLS\r\n"
+    [event] = session.server(b"220 go ahead\r\n")
+    assert isinstance(event, StartTLS) and session.client.state is State.TLS_HANDSHAKE
+    with pytest.raises(LocalProtocolError):
+        session.client.authenticate(FakeMechanism())
+    session.client.start_tls_done()
+    assert session.client.extensions.auth == frozenset()
+    assert session.sent() == b"EHLO client.test\r\n"
+    [ready] = session.server(b"250-mx\r\n250 AUTH PLAIN LOGIN\r\n")
+    assert isinstance(ready, Ready) and ready.tls and ready.extensions.auth == {"PLAIN", "LOGIN"}
+
+
+def test_data_pipelined_after_starttls_220_is_an_injection() -> None:
+    """The aiosmtplib / Nodemailer STARTTLS response injection."""
+    session = Session(starttls="opportunistic")
+    session.server(b"220 hi\r\n")
+    session.server(b"250-mx\r\n250 STARTTLS\r\n")
+    session.sent()
+    [closed] = session.server(b"220 go ahead\r\n250-injected\r\n250 AUTH PLAIN\r\n")
+    assert isinstance(closed, ConnectionClosed)
+    assert isinstance(closed.error, RemoteProtocolError)
+
+
+def test_plaintext_bytes_during_the_handshake_close_the_session() -> None:
+    session = Session(starttls="opportunistic")
+    session.server(b"220 hi\r\n")
+    session.server(b"250-mx\r\n250 STARTTLS\r\n")
+    session.server(b"220 go ahead\r\n")
+    [closed] = session.server(b"250 late injection\r\n")
+    assert isinstance(closed, ConnectionClosed)
+    assert isinstance(closed.error, RemoteProtocolError)
+
+
+def test_required_tls_not_offered_closes_without_sending_mail() -> None:
+    """smtplib-style STARTTLS stripping: a missing STARTTLS must not silently downgrade."""
+    session = Session(starttls="required")
+    message = tx()
+    session.client.send_mail(message)
+    session.server(b"220 hi\r\n")
+    session.sent()
+    [closed] = session.server(b"250-mx\r\n250 PIPELINING\r\n")
+    assert isinstance(closed, ConnectionClosed) and isinstance(closed.error, SMTPTLSError)
+    assert closed.unsent == (message,)
+    assert session.sent() == b""
+
+
+def test_required_tls_refused_by_server() -> None:
+    session = Session(starttls="required")
+    session.server(b"220 hi\r\n")
+    session.server(b"250-mx\r\n250 STARTTLS\r\n")
+    session.sent()
+    [closed] = session.server(b"454 4.7.0 TLS not available\r\n")
+    assert isinstance(closed.error, SMTPTLSError) and closed.error.code == 454
+
+
+def test_421_mid_transaction_reports_unsent_messages() -> None:
+    session = Session()
+    session.ready()
+    first, second = tx(), tx()
+    session.client.send_mail(first)
+    session.client.send_mail(second)
+    session.sent()
+    [closed] = session.server(b"421 4.3.2 shutting down\r\n")
+    assert isinstance(closed, ConnectionClosed)
+    assert isinstance(closed.error, SMTPResponseError) and closed.error.code == 421
+    assert set(closed.unsent) == {first, second} and closed.unconfirmed == ()
+
+
+def test_connection_lost_after_the_dot_makes_the_message_unconfirmed() -> None:
+    session = Session()
+    session.ready()
+    message = tx()
+    session.client.send_mail(message)
+    session.sent()
+    session.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    session.body(message, b"body")
+    session.sent()
+    [closed] = session.server(b"")
+    assert isinstance(closed.error, SMTPDisconnectedError)
+    assert closed.unconfirmed == (message,) and closed.unsent == ()
+
+
+def test_timers_name_the_phase() -> None:
+    session = Session(greeting_timeout=5.0, command_timeout=7.0)
+    assert session.client.get_timer() == 5.0
+    session.client.handle_timer(4.9)
+    assert session.events() == []
+    session.client.handle_timer(5.0)
+    [closed] = session.events()
+    assert isinstance(closed.error, SMTPTimeoutError) and closed.error.phase == "greeting"
+    assert isinstance(closed.error, TimeoutError)
+
+
+def test_data_timeout_applies_to_the_final_reply() -> None:
+    session = Session(command_timeout=5.0, data_timeout=100.0)
+    session.ready()
+    assert session.client.get_timer() is None  # nothing awaited while idle
+    message = tx()
+    session.client.send_mail(message)
+    session.sent()
+    session.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    session.body(message, b"x")
+    session.client.data_to_send(now=10.0)
+    assert session.client.get_timer() == 110.0
+    session.client.handle_timer(110.0)
+    [closed] = session.events()
+    assert closed.error.phase == "data" and closed.unconfirmed == (message,)  # type: ignore[union-attr]
+
+
+def test_lmtp_reports_per_recipient_delivery() -> None:
+    session = Session(lmtp=True)
+    session.server(b"220 lmtp\r\n")
+    assert session.sent() == b"LHLO client.test\r\n"
+    session.server(b"250-lmtp\r\n250 PIPELINING\r\n")
+    message = tx("a@test", "b@test", "c@test")
+    session.client.send_mail(message)
+    session.sent()
+    session.server(b"250 ok\r\n250 ok\r\n550 unknown\r\n250 ok\r\n354 go\r\n")
+    session.body(message, b"x")
+    session.sent()
+    assert session.server(b"250 2.0.0 a delivered\r\n") == []
+    [accepted] = session.server(b"452 4.2.2 over quota\r\n")
+    assert isinstance(accepted, MessageAccepted)
+    assert accepted.accepted == ("a@test",)
+    assert accepted.rejected["b@test"].code == 550 and accepted.rejected["c@test"].code == 452
+
+
+def test_lmtp_all_deliveries_failing_fails_the_message() -> None:
+    session = Session(lmtp=True)
+    session.server(b"220 lmtp\r\n")
+    session.server(b"250 lmtp\r\n")
+    message = tx("a@test")
+    session.client.send_mail(message)
+    session.sent()
+    session.server(b"250 ok\r\n")
+    session.server(b"250 ok\r\n")
+    session.server(b"354 go\r\n")
+    session.body(message, b"x")
+    [failed] = session.server(b"552 5.2.2 quota\r\n")
+    assert isinstance(failed, MessageFailed) and failed.error.code == 552  # type: ignore[attr-defined]
+
+
+def test_chunking_sends_bdat_and_rsets_after_a_failure() -> None:
+    session = Session()
+    session.ready(b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+    message, after = tx(), tx("z@test")
+    session.client.send_mail(message)
+    session.client.send_mail(after)
+    assert session.sent() == b"MAIL FROM:<from@test>\r\nRCPT TO:<to@test>\r\n"
+    session.body(message, b"a\n.b")
+    assert session.sent() == b"BDAT 5\r\na\r\n.b" + b"BDAT 0 LAST\r\n"
+    failed, next_body = session.server(
+        b"250 ok\r\n250 ok\r\n250 chunk\r\n554 5.6.0 bad content\r\n"
+    )
+    assert isinstance(failed, MessageFailed) and failed.error.code == 554  # type: ignore[attr-defined]
+    assert isinstance(next_body, SendBody) and next_body.transaction is after
+    assert session.sent() == b"RSET\r\nMAIL FROM:<from@test>\r\nRCPT TO:<z@test>\r\n"
+
+
+def test_chunking_success() -> None:
+    session = Session()
+    session.ready(b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+    message = tx()
+    session.client.send_mail(message)
+    session.body(message, b"hi\n")
+    session.sent()
+    [accepted] = session.server(b"250 ok\r\n250 ok\r\n250 2.0.0 ok\r\n250 2.0.0 queued\r\n")
+    assert isinstance(accepted, MessageAccepted)
+
+
+def test_capabilities_are_checked_before_anything_is_written() -> None:
+    session = Session()
+    session.ready()
+    with pytest.raises(SMTPCapabilityError, match="SMTPUTF8"):
+        session.client.send_mail(tx("jörg@test", smtputf8=True))
+    with pytest.raises(SMTPCapabilityError, match="SIZE"):
+        session.client.send_mail(tx(size=1001))
+    assert session.sent() == b""
+    assert issubclass(SMTPCapabilityError, ValueError)
+
+
+def test_capabilities_of_messages_queued_before_ehlo() -> None:
+    session = Session()
+    early = tx(size=5000)
+    session.client.send_mail(early)
+    session.server(b"220 hi\r\n")
+    session.sent()
+    [ready, failed] = session.server(EHLO_PIPELINING)
+    assert isinstance(ready, Ready) and isinstance(failed, MessageFailed)
+    assert isinstance(failed.error, SMTPCapabilityError)
+    assert session.sent() == b""
+
+
+class FakeMechanism:
+    """A scripted SASL mechanism."""
+
+    name = "PLAIN"
+    failure_detail: str | None = None
+
+    def __init__(self, initial: bytes | None = b"\x00user\x00secret", fail: bool = False) -> None:
+        self._initial, self._fail, self.challenges = initial, fail, []  # type: list[bytes]
+        self.completed = False
+
+    def initial_response(self) -> bytes | None:
+        return self._initial
+
+    def respond(self, challenge: bytes) -> bytes:
+        self.challenges.append(challenge)
+        if self._fail:
+            raise SMTPAuthenticationError("bad server proof")
+        return b"secret-answer"
+
+    def complete(self) -> None:
+        self.completed = True
+
+
+def test_auth_success_and_trace_redaction() -> None:
+    session = Session(trace=True)
+    session.ready()
+    mechanism = FakeMechanism()
+    session.client.authenticate(mechanism)
+    assert session.sent() == b"AUTH PLAIN AHVzZXIAc2VjcmV0\r\n"
+    [event] = session.server(b"235 2.7.0 ok\r\n")
+    assert isinstance(event, Authenticated) and mechanism.completed
+    trace = repr(session.client.take_trace())
+    assert "AHVzZXIAc2VjcmV0" not in trace and "redacted" in trace
+
+
+def test_auth_challenge_and_failure() -> None:
+    session = Session(trace=True)
+    session.ready()
+    mechanism = FakeMechanism(initial=None)
+    session.client.authenticate(mechanism)
+    assert session.sent() == b"AUTH PLAIN\r\n"
+    session.server(b"334 Y2hhbGxlbmdl\r\n")
+    assert mechanism.challenges == [b"challenge"]
+    assert session.sent() == b"c2VjcmV0LWFuc3dlcg==\r\n"
+    [failed] = session.server(b"535 5.7.8 bad credentials\r\n")
+    assert isinstance(failed, AuthenticationFailed) and failed.error.code == 535
+    assert "c2VjcmV0" not in repr(session.client.take_trace())
+    assert session.client.state is State.READY
+
+
+def test_mechanism_error_cancels_the_exchange() -> None:
+    session = Session()
+    session.ready()
+    session.client.authenticate(FakeMechanism(initial=None, fail=True))
+    session.sent()
+    session.server(b"334 \r\n")
+    assert session.sent() == b"*\r\n"
+    [failed] = session.server(b"501 cancelled\r\n")
+    assert isinstance(failed, AuthenticationFailed)
+    assert str(failed.error) == "bad server proof"
+
+
+def test_long_initial_response_goes_after_an_empty_challenge() -> None:
+    session = Session()
+    session.ready()
+    session.client.authenticate(FakeMechanism(initial=b"t" * 600))
+    assert session.sent() == b"AUTH PLAIN\r\n"
+    session.server(b"334 \r\n")
+    assert len(session.sent()) > 800
+
+
+def test_reply_without_a_command_is_a_protocol_error() -> None:
+    session = Session()
+    session.ready()
+    [closed] = session.server(b"250 surprise\r\n")
+    assert isinstance(closed.error, RemoteProtocolError)
+
+
+def test_api_misuse_is_a_local_protocol_error() -> None:
+    session = Session()
+    with pytest.raises(LocalProtocolError):
+        session.client.authenticate(FakeMechanism())
+    with pytest.raises(LocalProtocolError):
+        session.client.send_body(b"x")
+    with pytest.raises(LocalProtocolError):
+        session.client.start_tls_done()
+    with pytest.raises(ValueError):
+        ClientConfig(local_hostname="bad name")
+
+
+def test_quit_before_greeting_and_server_close_after_quit() -> None:
+    session = Session()
+    session.client.quit()
+    [closed] = session.events()
+    assert closed == ConnectionClosed(error=None, unsent=(), unconfirmed=())
+    session = Session()
+    session.ready()
+    session.client.quit()
+    assert session.sent() == b"QUIT\r\n"
+    [closed] = session.server(b"")
+    assert isinstance(closed, ConnectionClosed) and closed.error is None
+
+
+server_chunks = st.lists(
+    st.binary(max_size=40)
+    | st.sampled_from(
+        [
+            b"220 hi\r\n",
+            b"250-mx\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 STARTTLS\r\n",
+            b"250 ok\r\n",
+            b"354 go\r\n",
+            b"334 \r\n",
+            b"421 bye\r\n",
+            b"550 no\r\n",
+            b"235 ok\r\n",
+            b"",
+        ]
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=300)
+@given(
+    server_chunks,
+    st.sampled_from(["opportunistic", "never", "required"]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_any_server_bytes_end_in_events_never_in_exceptions(
+    chunks: list[bytes], starttls: str, lmtp: bool, mail_first: bool
+) -> None:
+    """Whatever the server sends, the client reports it as events; it never raises."""
+    session = Session(starttls=starttls, lmtp=lmtp)
+    message = tx("a@test", "b@test")
+    if mail_first:
+        session.client.send_mail(message)
+    closed = 0
+    for chunk in chunks:
+        for event in session.server(chunk):
+            if isinstance(event, SendBody):
+                session.client.send_body(b"body\r\n.\r\n")
+                session.client.end_body()
+            elif isinstance(event, StartTLS):
+                session.client.start_tls_done()
+            elif isinstance(event, Ready) and not mail_first:
+                session.client.authenticate(FakeMechanism())
+            elif isinstance(event, Authenticated | AuthenticationFailed):
+                session.client.send_mail(message)
+            elif isinstance(event, ConnectionClosed):
+                closed += 1
+                assert event.error is None or isinstance(event.error, SMTPError)
+        session.sent()
+    assert closed <= 1

@@ -1,0 +1,109 @@
+"""DATA encoding and BDAT framing: line ends, dot-stuffing, chunk boundaries."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rawsmtp.protocol import ChunkingEncoder, DataEncoder, decode_data
+
+
+def encode(chunks: list[bytes]) -> bytes:
+    encoder = DataEncoder()
+    return b"".join(encoder.encode(chunk) for chunk in chunks) + encoder.end()
+
+
+def normalised(data: bytes) -> bytes:
+    """What a message means on the wire: every line end is CR LF, ending in a line end."""
+    text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    return text if not text or text.endswith(b"\r\n") else text + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "wire"),
+    [
+        (b"", b".\r\n"),
+        (b"a", b"a\r\n.\r\n"),
+        (b"a\r\n", b"a\r\n.\r\n"),
+        (b".", b"..\r\n.\r\n"),
+        (b"a\n.b\n", b"a\r\n..b\r\n.\r\n"),
+        (b"a\r.b", b"a\r\n..b\r\n.\r\n"),  # a dot after a bare CR is a line start too
+        (b"a\n.\nb", b"a\r\n..\r\nb\r\n.\r\n"),  # a lone dot line must not end the message
+        (b"a\r\n.\r\n", b"a\r\n..\r\n.\r\n"),
+        (b"x\r\r\ny", b"x\r\n\r\ny\r\n.\r\n"),
+    ],
+)
+def test_data_encoding(raw: bytes, wire: bytes) -> None:
+    assert encode([raw]) == wire
+
+
+def test_chunk_boundaries_on_cr_lf_and_dot() -> None:
+    assert encode([b"a\r", b"\n.b"]) == b"a\r\n..b\r\n.\r\n"
+    assert encode([b"a\r", b".b"]) == b"a\r\n..b\r\n.\r\n"
+    assert encode([b"a\n", b".", b"b"]) == b"a\r\n..b\r\n.\r\n"
+    assert encode([b"a\r"]) == b"a\r\n.\r\n"
+
+
+def test_no_end_of_data_sequence_can_appear_early() -> None:
+    """lettre RUSTSEC-2021-0069 / -2026-0561: a body must never contain CRLF.CRLF itself."""
+    wire = encode([b"x\n.\r", b"\nevil\r.\nmore\r\n.\r\n"])
+    assert wire.count(b"\r\n.\r\n") == 1 and wire.endswith(b"\r\n.\r\n")
+
+
+def test_bdat_framing() -> None:
+    encoder = ChunkingEncoder()
+    out = encoder.encode(b"ab\n.c\r") + encoder.encode(b"") + encoder.encode(b"\nd") + encoder.end()
+    assert out == b"BDAT 6\r\nab\r\n.c" + b"BDAT 3\r\n\r\nd" + b"BDAT 0 LAST\r\n"
+    encoder = ChunkingEncoder()
+    assert encoder.encode(b"x\r") + encoder.end() == b"BDAT 1\r\nx" + b"BDAT 2 LAST\r\n\r\n"
+
+
+def test_decode_rejects_unterminated_data() -> None:
+    with pytest.raises(ValueError):
+        decode_data(b"abc\r\n")
+
+
+def unframe(wire: bytes) -> bytes:
+    body, position = bytearray(), 0
+    while True:
+        match = re.compile(rb"BDAT (\d+)( LAST)?\r\n").match(wire, position)
+        assert match is not None
+        size = int(match.group(1))
+        body += wire[match.end() : match.end() + size]
+        position = match.end() + size
+        if match.group(2):
+            assert position == len(wire)
+            return bytes(body)
+
+
+message_bytes = st.binary(max_size=300) | st.lists(
+    st.sampled_from([b"\r", b"\n", b".", b"a", b"\r\n", b".."]), max_size=60
+).map(b"".join)
+
+
+@given(message_bytes, st.lists(st.integers(0, 40), max_size=20))
+def test_data_encode_then_decode_is_identity(data: bytes, cuts: list[int]) -> None:
+    chunks, position = [], 0
+    for size in cuts:
+        chunks.append(data[position : position + size])
+        position += size
+    chunks.append(data[position:])
+    wire = encode(chunks)
+    assert wire == encode([data])  # chunking never changes the output
+    assert decode_data(wire) == normalised(data)
+    assert b"\r\n.\r\n" not in (b"\r\n" + wire)[:-3]  # the terminator appears only at the end
+    assert re.search(rb"\r(?!\n)|(?<!\r)\n", wire) is None  # only CR LF pairs
+
+
+@given(message_bytes, st.lists(st.integers(0, 40), max_size=20))
+def test_bdat_chunks_carry_the_normalised_message(data: bytes, cuts: list[int]) -> None:
+    encoder, wire, position = ChunkingEncoder(), b"", 0
+    for size in cuts:
+        wire += encoder.encode(data[position : position + size])
+        position += size
+    wire += encoder.encode(data[position:]) + encoder.end()
+    expected = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    assert unframe(wire) == expected

@@ -1,0 +1,152 @@
+"""The reply parser: framing, enhanced codes, limits, and independence from how bytes are split."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rawsmtp.protocol import RemoteProtocolError, Reply, ReplyParser
+
+
+def parse_all(data: bytes, **limits: int) -> list[Reply]:
+    parser = ReplyParser(**limits)
+    parser.feed(data)
+    replies = []
+    while (reply := parser.next_reply()) is not None:
+        replies.append(reply)
+    return replies
+
+
+def test_single_and_multiline_replies() -> None:
+    replies = parse_all(
+        b"220 mx.example ESMTP\r\n250-mx.example\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
+    )
+    assert replies == [
+        Reply(220, ("mx.example ESMTP",)),
+        Reply(250, ("mx.example", "PIPELINING", "SIZE 10")),
+    ]
+    assert replies[1].text == "mx.example\nPIPELINING\nSIZE 10"
+
+
+def test_bare_lf_and_bare_code_are_accepted() -> None:
+    assert parse_all(b"250-first\n250\n") == [Reply(250, ("first", ""))]
+    assert parse_all(b"250 \r\n") == [Reply(250, ("",))]
+
+
+def test_enhanced_status_code_is_split_out() -> None:
+    [reply] = parse_all(b"550-5.1.1 no such user\r\n550 5.1.1 really\r\n")
+    assert reply.enhanced_code == "5.1.1"
+    assert reply.is_permanent_failure and not reply.is_success
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"250 4.1.1 class does not match", b"250 2.1 missing detail", b"250 2.1.0x glued"],
+)
+def test_enhanced_code_needs_the_right_shape(line: bytes) -> None:
+    [reply] = parse_all(line + b"\r\n")
+    assert reply.enhanced_code is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"25 short\r\n",
+        b"650 bad class\r\n",
+        b"2500 four digits\r\n",
+        b"abc text\r\n",
+        b"250x text\r\n",
+        b"\r\n",
+        b"250-first\r\n251 second code\r\n",
+    ],
+)
+def test_malformed_replies_are_remote_protocol_errors(data: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        parse_all(data)
+
+
+def test_line_length_limit_is_enforced_before_the_line_ends() -> None:
+    parser = ReplyParser(max_line_length=600)
+    parser.feed(b"250 " + b"x" * 596)
+    assert parser.next_reply() is None
+    parser.feed(b"xx")
+    with pytest.raises(RemoteProtocolError, match="longer than 600"):
+        parser.next_reply()
+
+
+def test_line_count_limit() -> None:
+    with pytest.raises(RemoteProtocolError, match="longer than 3 lines"):
+        parse_all(b"250-a\r\n250-b\r\n250-c\r\n250 d\r\n", max_lines=3)
+    assert len(parse_all(b"250-a\r\n250-b\r\n250 c\r\n", max_lines=3)[0].lines) == 3
+
+
+def test_non_utf8_text_does_not_crash() -> None:
+    [reply] = parse_all(b"250 caf\xe9\r\n")
+    assert reply.code == 250 and reply.text == "caf\ufffd"
+
+
+def test_buffered_counts_unparsed_bytes() -> None:
+    parser = ReplyParser()
+    parser.feed(b"220 hi\r\n250 extra")
+    assert parser.next_reply() == Reply(220, ("hi",))
+    assert parser.buffered == len(b"250 extra")
+
+
+def test_one_byte_at_a_time_stays_linear() -> None:
+    """A 1 MB reply fed byte by byte: rescanning would be quadratic (hours, not seconds)."""
+    line = b"250-" + b"x" * 1000 + b"\r\n"
+    data = line * 1000 + b"250 end\r\n"
+    parser = ReplyParser(max_lines=2000)
+    started = time.perf_counter()
+    replies = []
+    for index in range(len(data)):
+        parser.feed(data[index : index + 1])
+        if data[index] == 10 and (reply := parser.next_reply()) is not None:
+            replies.append(reply)
+    # Not a speed target, a complexity check: quadratic rescanning of 1 MB takes many minutes.
+    assert time.perf_counter() - started < 60
+    assert len(replies) == 1 and len(replies[0].lines) == 1001
+
+
+reply_lines = st.lists(
+    st.text(
+        alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_characters="\x7f"),
+        max_size=40,
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+def serialise(code: int, lines: list[str]) -> bytes:
+    out = b"".join(b"%d-%s\r\n" % (code, text.encode()) for text in lines[:-1])
+    return out + b"%d %s\r\n" % (code, lines[-1].encode())
+
+
+@given(
+    st.lists(st.tuples(st.integers(200, 559).filter(lambda c: c % 100 < 60), reply_lines)),
+    st.lists(st.integers(1, 50), max_size=30),
+)
+def test_parsing_does_not_depend_on_how_bytes_are_split(
+    replies: list[tuple[int, list[str]]], cuts: list[int]
+) -> None:
+    data = b"".join(serialise(code, lines) for code, lines in replies)
+    expected = parse_all(data)
+    assert [(r.code, list(r.lines)) for r in expected] == replies
+    parser, got, position = ReplyParser(), [], 0
+    for size in [*cuts, len(data)]:
+        parser.feed(data[position : position + size])
+        position += size
+        while (reply := parser.next_reply()) is not None:
+            got.append(reply)
+    assert got == expected
+
+
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_only_raise_remote_protocol_error(data: bytes) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        parse_all(data, max_line_length=512, max_lines=4)
