@@ -1,0 +1,38 @@
+"""SASL authentication for rawsmtp: credentials, shared OAuth2 tokens, mechanisms, selection.
+
+Mechanisms are sans-I/O exchanges (decoded challenge in, raw response out) that the client state
+machine drives; see :class:`rawsmtp.protocol.SASLMechanism`.
+
+- ``_credentials``: the Credentials object and the ``auth=`` forms
+- ``_tokens``: TokenSource, the pool-wide token with renew-once
+- ``_base``: what all mechanisms share
+- ``_password``: PLAIN, LOGIN, CRAM-MD5
+- ``_scram``: SCRAM-SHA-1, SCRAM-SHA-256
+- ``_oauth``: XOAUTH2, OAUTHBEARER
+- ``_select``: the mechanism preference order and the cleartext rule
+"""
+
+from ._credentials import Credentials, TokenProvider, credentials_from
+from ._oauth import OAuthBearer, XOAuth2
+from ._password import CramMD5, Login, Plain
+from ._scram import MAX_ITERATIONS, Scram
+from ._select import KNOWN_MECHANISMS, check_auth_transport, is_loopback, select_mechanism
+from ._tokens import TokenSource
+
+__all__ = [
+    "KNOWN_MECHANISMS",
+    "MAX_ITERATIONS",
+    "CramMD5",
+    "Credentials",
+    "Login",
+    "OAuthBearer",
+    "Plain",
+    "Scram",
+    "TokenProvider",
+    "TokenSource",
+    "XOAuth2",
+    "check_auth_transport",
+    "credentials_from",
+    "is_loopback",
+    "select_mechanism",
+]

@@ -1,0 +1,122 @@
+"""The credentials object and the ``auth=`` forms that become one.
+
+Validation happens here, once, when the pool is configured, so every mechanism can assume a
+well-formed user name and exactly one kind of secret. Secrets never appear in a repr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import SMTPConfigError
+
+__all__ = ["Credentials", "TokenProvider", "credentials_from"]
+
+TokenProvider = Callable[[bool], str]
+
+# Nodemailer's key names (and their snake_case spellings) -> Credentials fields.
+_DICT_KEYS = {
+    "user": "user",
+    "pass": "password",
+    "password": "password",
+    "access_token": "access_token",
+    "accessToken": "access_token",
+    "token_provider": "token_provider",
+    "authzid": "authzid",
+}
+
+
+def _config_error(message: str) -> SMTPConfigError:
+    return SMTPConfigError(message, option="auth")
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class Credentials:
+    """A user name and exactly one of: a password, an OAuth2 access token, a token provider.
+
+    ``token_provider(renew)`` returns an access token; it is called with ``renew=True`` after a
+    token was refused. ``authzid`` asks to act as another identity (PLAIN, SCRAM, OAUTHBEARER).
+    """
+
+    user: str
+    password: str | None = None
+    access_token: str | None = None
+    token_provider: TokenProvider | None = None
+    authzid: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.user, str) or not self.user:
+            raise _config_error("auth user must be a non-empty string")
+        given = [self.password, self.access_token, self.token_provider]
+        if sum(s is not None for s in given) != 1:
+            raise _config_error("auth needs exactly one of: password, access_token, token_provider")
+        self._check_text("user", self.user)
+        if self.authzid is not None:
+            self._check_text("authzid", self.authzid)
+        password = self.password
+        if password is not None and (not isinstance(password, str) or "\0" in password):
+            raise _config_error("auth password must be a string without NUL")
+        if self.access_token is not None:
+            check_token(self.access_token, _config_error)
+        if self.token_provider is not None and not callable(self.token_provider):
+            raise _config_error("auth token_provider must be callable")
+
+    @staticmethod
+    def _check_text(field: str, value: object) -> None:
+        # A control character would break XOAUTH2's ^A framing, and has no business in a name.
+        if not isinstance(value, str) or _has_control(value):
+            raise _config_error(f"auth {field} must be a string without control characters")
+
+    def __repr__(self) -> str:
+        secret = next(
+            name
+            for name in ("password", "access_token", "token_provider")
+            if getattr(self, name) is not None
+        )
+        authzid = f", authzid={self.authzid!r}" if self.authzid is not None else ""
+        return f"Credentials(user={self.user!r}, {secret}=<redacted>{authzid})"
+
+
+def check_token(token: object, error: Callable[[str], Exception]) -> str:
+    """A bearer token must be a non-empty string that cannot break the \\x01 framing."""
+    if not isinstance(token, str) or not token or _has_control(token):
+        # The token itself stays out of the message: it is a secret even when malformed.
+        raise error("the access token must be a non-empty string without control characters")
+    return token
+
+
+def credentials_from(auth: object) -> Credentials:
+    """Credentials from any accepted ``auth=`` form: Credentials, ``(user, password)``, a dict."""
+    if isinstance(auth, Credentials):
+        return auth
+    if isinstance(auth, tuple):
+        if len(auth) != 2:
+            raise _config_error("auth tuple must be (user, password)")
+        return Credentials(user=auth[0], password=auth[1])
+    if isinstance(auth, Mapping):
+        return Credentials(**_fields_from_dict(auth))
+    raise _config_error(
+        "auth must be a dict, a (user, password) tuple or rawsmtp.auth.Credentials, "
+        f"not {type(auth).__name__}"
+    )
+
+
+def _fields_from_dict(auth: Mapping[Any, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key, value in auth.items():
+        field = _DICT_KEYS.get(key) if isinstance(key, str) else None
+        if field is None:
+            known = ", ".join(_DICT_KEYS)
+            raise _config_error(f"unknown auth key {key!r} (known keys: {known})")
+        if field in fields:
+            raise _config_error(f"auth gives {field} twice (key {key!r})")
+        fields[field] = value
+    if "user" not in fields:
+        raise _config_error("auth needs a 'user'")
+    return fields
