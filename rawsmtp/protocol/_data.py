@@ -4,7 +4,7 @@ Both normalise line ends first: CR LF stays, a bare LF or a bare CR becomes CR L
 after a bare LF or CR is seen as the line start it is to a server (lettre's RUSTSEC-2021-0069 was
 a dot missed there). DATA then doubles every dot that starts a line and ends with ``.`` CR LF.
 
-Both work on whole chunks with ``bytes.replace`` (no Python loop per line) and keep the little
+Both work on whole chunks with ``bytes`` methods (no Python loop per line) and keep the little
 state a chunk boundary needs: a CR held back because the next chunk may start with its LF, and
 whether the output so far ends at a line start.
 """
@@ -17,7 +17,12 @@ __all__ = ["ChunkingEncoder", "DataEncoder", "decode_data"]
 
 
 class _LineEnds:
-    """Normalises line ends across chunk boundaries; output uses bare LF, the encoders add CR."""
+    """Normalises line ends to CR LF across chunk boundaries.
+
+    Most messages already use CR LF throughout. Single-byte replaces run at memchr speed while
+    two-byte searches do not, so a chunk is proved clean by deleting its CRs and putting one back
+    before each LF: only a chunk with a bare CR or LF pays for the full rewrite.
+    """
 
     def __init__(self) -> None:
         self._held_cr = False
@@ -28,13 +33,13 @@ class _LineEnds:
         self._held_cr = chunk.endswith(b"\r")
         if self._held_cr:
             chunk = chunk[:-1]
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if chunk.replace(b"\r", b"").replace(b"\n", b"\r\n") != chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
         return chunk
 
     def flush(self) -> bytes:
         held, self._held_cr = self._held_cr, False
-        return b"\n" if held else b""
+        return b"\r\n" if held else b""
 
 
 class DataEncoder:
@@ -58,12 +63,14 @@ class DataEncoder:
         return tail + (b".\r\n" if self._at_line_start else b"\r\n.\r\n")
 
     def _stuff(self, text: bytes) -> bytes:
+        """Double each dot that starts a line; ``text`` has CR LF line ends only."""
         if not text:
             return text
         if self._at_line_start and text.startswith(b"."):
             text = b"." + text
         self._at_line_start = text.endswith(b"\n")
-        return text.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
+        # Looking for a lone dot first is a memchr; base64 parts, most of a big message, have none.
+        return text.replace(b"\n.", b"\n..") if b"." in text else text
 
 
 class ChunkingEncoder:
@@ -73,12 +80,12 @@ class ChunkingEncoder:
         self._line_ends = _LineEnds()
 
     def encode(self, chunk: bytes) -> bytes:
-        data = self._line_ends.normalise(chunk).replace(b"\n", b"\r\n")
+        data = self._line_ends.normalise(chunk)
         return bdat(len(data), last=False) + data if data else b""
 
     def end(self) -> bytes:
         """The last chunk, ``BDAT n LAST`` (n may be 0)."""
-        data = self._line_ends.flush().replace(b"\n", b"\r\n")
+        data = self._line_ends.flush()
         return bdat(len(data), last=True) + data
 
 
