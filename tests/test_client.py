@@ -540,14 +540,15 @@ def test_any_server_bytes_end_in_events_never_in_exceptions(
     closed = 0
     for chunk in chunks:
         for event in session.server(chunk):
-            if isinstance(event, SendBody):
+            live = session.client.state is not State.CLOSED
+            if isinstance(event, SendBody) and live:
                 session.client.send_body(b"body\r\n.\r\n")
                 session.client.end_body()
-            elif isinstance(event, StartTLS):
+            elif isinstance(event, StartTLS) and live:
                 session.client.start_tls_done()
-            elif isinstance(event, Ready) and not mail_first:
+            elif isinstance(event, Ready) and not mail_first and live:
                 session.client.authenticate(FakeMechanism())
-            elif isinstance(event, Authenticated | AuthenticationFailed):
+            elif isinstance(event, Authenticated | AuthenticationFailed) and live:
                 session.client.send_mail(message)
             elif isinstance(event, ConnectionClosed):
                 closed += 1
