@@ -656,7 +656,7 @@ class ClientConnection:
     def _on_bdat(self, reply: Reply, pending: _Pending) -> None:
         message = pending.message
         assert message is not None
-        if not reply.is_success and message.error is None:
+        if not reply.is_success and message.error is None and message.accepted:
             message.error = _response_error(reply, pending.expect, "BDAT")
 
     def _on_data_end(self, reply: Reply, pending: _Pending) -> None:
