@@ -1,0 +1,353 @@
+"""Message intake: what ``send()`` accepts, turned into an envelope and a stream of chunks.
+
+Accepted messages: ``bytes``/``bytearray``/``memoryview``, ``str`` (UTF-8), an
+``email.message.Message``, a binary file object, or an iterable of ``bytes`` chunks. The
+envelope is given (an :class:`Envelope` or a Nodemailer-style dict) or derived from the headers:
+Sender, else From; To, Cc and Bcc. A Bcc header is never transmitted.
+
+Everything that can be checked before a connection is used is checked here, so invalid input
+raises a ``ValueError`` subclass from ``send()`` itself.
+"""
+
+from __future__ import annotations
+
+import email.generator
+import email.message
+import email.policy
+import email.utils
+import io
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Literal
+
+from .protocol import LocalProtocolError, validate_address
+from .protocol._transaction import Transaction
+
+__all__ = ["CHUNK_SIZE", "Envelope", "PreparedMessage", "prepare_message"]
+
+CHUNK_SIZE = 64 * 1024
+# How much of a stream is read to find its header block when the envelope must come from it.
+MAX_HEADER_BLOCK = 1024 * 1024
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """The SMTP envelope of one message (RFC 5321 MAIL FROM and RCPT TO, plus DSN options).
+
+    ``mail_from`` may be ``""`` (the null reverse-path, for bounces). ``notify``, ``ret``,
+    ``envid`` and ``orcpt`` are RFC 3461 DSN requests; ``requiretls`` is RFC 8689. Addresses are
+    validated on creation (no CR, LF, NUL, brackets or spaces; non-ASCII means SMTPUTF8).
+    """
+
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    ret: Literal["FULL", "HDRS"] | None = None
+    envid: str | None = None
+    notify: frozenset[str] | None = None
+    orcpt: bool = False
+    requiretls: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rcpt_to, str):
+            object.__setattr__(self, "rcpt_to", (self.rcpt_to,))
+        else:
+            object.__setattr__(self, "rcpt_to", tuple(self.rcpt_to))
+        if self.notify is not None:
+            object.__setattr__(self, "notify", frozenset(v.upper() for v in self.notify))
+        # The protocol's own serialisation is the one validator of what goes on the wire.
+        self.transaction(size=None, body=None)
+
+    @property
+    def smtputf8(self) -> bool:
+        """Whether an address needs SMTPUTF8 (RFC 6531)."""
+        return not all(address.isascii() for address in (self.mail_from, *self.rcpt_to))
+
+    def transaction(
+        self, *, size: int | None, body: Literal["8BITMIME"] | None, tag: object = None
+    ) -> Transaction:
+        return Transaction(
+            mail_from=self.mail_from,
+            recipients=self.rcpt_to,
+            size=size,
+            body=body,
+            smtputf8=self.smtputf8,
+            ret=self.ret,
+            envid=self.envid,
+            notify=self.notify,
+            orcpt=self.orcpt,
+            requiretls=self.requiretls,
+            tag=tag,
+        )
+
+
+@dataclass(slots=True, eq=False)
+class PreparedMessage:
+    """A message ready for the pool: its envelope, what is known of its body, and the body.
+
+    ``size`` is the byte count when known up front (bytes, Message, seekable file), else None.
+    ``eight_bit`` is None when the body is a stream that was not scanned. ``restartable`` says
+    whether :meth:`chunks` may be called again after a failed attempt.
+    """
+
+    envelope: Envelope
+    message_id: str | None
+    size: int | None
+    eight_bit: bool | None
+    restartable: bool
+    _source: _Source = field(repr=False)
+
+    @property
+    def smtputf8(self) -> bool:
+        return self.envelope.smtputf8
+
+    def chunks(self) -> Iterator[bytes]:
+        return self._source.chunks()
+
+
+class _Source:
+    """Where the body comes from; a seekable file is rewound for each attempt."""
+
+    def __init__(
+        self,
+        *,
+        data: bytes | None = None,
+        stream: Iterator[bytes] | None = None,
+        file: IO[bytes] | None = None,
+    ) -> None:
+        self._data, self._stream, self._file = data, stream, file
+        self.file_start = file.tell() if file is not None and _seekable(file) else None
+
+    @classmethod
+    def of_file(cls, file: IO[bytes]) -> _Source:
+        return cls(stream=iter(lambda: _read(file), b""), file=file)
+
+    def chunks(self) -> Iterator[bytes]:
+        if self._data is not None:
+            view = memoryview(self._data)
+            return (bytes(view[i : i + CHUNK_SIZE]) for i in range(0, len(view), CHUNK_SIZE))
+        if self._file is not None and self.file_start is not None:
+            self._file.seek(self.file_start)
+        assert self._stream is not None
+        return self._stream
+
+
+def _read(file: IO[bytes]) -> bytes:
+    chunk = file.read(CHUNK_SIZE)
+    if not isinstance(chunk, bytes | bytearray):
+        raise LocalProtocolError("file objects must be opened in binary mode")
+    return bytes(chunk)
+
+
+def _seekable(file: IO[bytes]) -> bool:
+    try:
+        return bool(file.seekable())
+    except (AttributeError, ValueError):
+        return False
+
+
+def prepare_message(message: Any, envelope: Envelope | Mapping[str, Any] | None) -> PreparedMessage:
+    """Validate and normalise what ``send()`` was given (see the module docstring)."""
+    if isinstance(message, email.message.Message):
+        return _from_bytes(_flatten(message), envelope, drop_bcc=False, headers=message)
+    if isinstance(message, str):
+        message = message.encode("utf-8")
+    if isinstance(message, bytes | bytearray | memoryview):
+        return _from_bytes(bytes(message), envelope, drop_bcc=True)
+    if hasattr(message, "read"):
+        return _from_stream(_Source.of_file(message), envelope, _file_size(message))
+    if isinstance(message, Iterable):
+        return _from_stream(_Source(stream=_checked_chunks(message)), envelope, None)
+    raise LocalProtocolError(f"cannot send a message of type {type(message).__name__}")
+
+
+def _flatten(message: email.message.Message) -> bytes:
+    """Serialise with CRLF line ends, without its Bcc header."""
+    policy = message.policy if isinstance(message.policy, email.policy.EmailPolicy) else None
+    policy = (policy or email.policy.SMTP).clone(linesep="\r\n")
+    if "Bcc" in message:
+        message = _copy_without_bcc(message)
+    out = io.BytesIO()
+    email.generator.BytesGenerator(out, policy=policy).flatten(message)
+    return out.getvalue()
+
+
+def _copy_without_bcc(message: email.message.Message) -> email.message.Message:
+    copy: email.message.Message = email.message_from_bytes(
+        message.as_bytes(), policy=message.policy
+    )
+    del copy["Bcc"]
+    return copy
+
+
+def _from_bytes(
+    data: bytes,
+    envelope: Envelope | Mapping[str, Any] | None,
+    *,
+    drop_bcc: bool,
+    headers: email.message.Message | None = None,
+) -> PreparedMessage:
+    if headers is None:
+        headers = _parse_headers(data)
+    if drop_bcc and "Bcc" in headers:
+        data = _strip_bcc(data)
+    return PreparedMessage(
+        envelope=_envelope(envelope, headers),
+        message_id=_message_id(headers),
+        size=len(data),
+        eight_bit=not data.isascii(),
+        restartable=True,
+        _source=_Source(data=data),
+    )
+
+
+def _from_stream(
+    source: _Source, envelope: Envelope | Mapping[str, Any] | None, size: int | None
+) -> PreparedMessage:
+    """A stream: read only its header block, and only when the envelope must come from it."""
+    message_id = None
+    if envelope is None:
+        head, rest = _read_header_block(source.chunks())
+        headers = _parse_headers(head)
+        envelope = _envelope(None, headers)
+        message_id = _message_id(headers)
+        if "Bcc" in headers:
+            head = _strip_bcc(head)
+            size = None
+        source = _Source(stream=_chain(head, rest))
+    return PreparedMessage(
+        envelope=_envelope(envelope, None),
+        message_id=message_id,
+        size=size,
+        eight_bit=None,
+        restartable=source.file_start is not None,
+        _source=source,
+    )
+
+
+def _read_header_block(chunks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
+    head = bytearray()
+    for chunk in chunks:
+        head += chunk
+        if _HEADER_END.search(head) or len(head) > MAX_HEADER_BLOCK:
+            break
+    return bytes(head), chunks
+
+
+def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if head:
+        yield head
+    yield from rest
+
+
+def _checked_chunks(chunks: Iterable[Any]) -> Iterator[bytes]:
+    for chunk in chunks:
+        if not isinstance(chunk, bytes | bytearray | memoryview):
+            raise LocalProtocolError(f"message chunks must be bytes, not {type(chunk).__name__}")
+        yield bytes(chunk)
+
+
+def _file_size(file: Any) -> int | None:
+    if not _seekable(file):
+        return None
+    start = file.tell()
+    end = file.seek(0, io.SEEK_END)
+    file.seek(start)
+    return int(end - start)
+
+
+def _parse_headers(data: bytes) -> email.message.Message:
+    match = _HEADER_END.search(data)
+    block = data[: match.end()] if match else data
+    return email.message_from_bytes(block, policy=email.policy.compat32)
+
+
+def _strip_bcc(data: bytes) -> bytes:
+    """Remove every Bcc field (with its folded continuation lines) from the header block."""
+    match = _HEADER_END.search(data)
+    end = match.start() if match else len(data)
+    lines = data[:end].splitlines(keepends=True)
+    kept, skipping = [], False
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = line.lower().startswith(b"bcc:")
+        if not skipping:
+            kept.append(line)
+    return b"".join(kept) + data[end:]
+
+
+def _message_id(headers: email.message.Message) -> str | None:
+    value = headers.get("Message-ID")
+    return str(value).strip() if value else None
+
+
+def _addresses(headers: email.message.Message, *names: str) -> list[str]:
+    values = [str(v) for name in names for v in headers.get_all(name, [])]
+    return [address for _, address in email.utils.getaddresses(values) if address]
+
+
+def _envelope(
+    given: Envelope | Mapping[str, Any] | None, headers: email.message.Message | None
+) -> Envelope:
+    if isinstance(given, Envelope):
+        return given
+    if given is not None:
+        return _envelope_from_mapping(given)
+    assert headers is not None
+    senders = _addresses(headers, "Sender") or _addresses(headers, "From")
+    recipients = _addresses(headers, "To", "Cc", "Bcc")
+    if not senders:
+        raise LocalProtocolError("no envelope given and the message has no From or Sender")
+    if not recipients:
+        raise LocalProtocolError("no envelope given and the message has no To, Cc or Bcc")
+    return Envelope(mail_from=senders[0], rcpt_to=tuple(dict.fromkeys(recipients)))
+
+
+_ENVELOPE_KEYS = frozenset({"from", "to", "cc", "bcc", "dsn", "requiretls", "requireTLS"})
+_DSN_KEYS = frozenset({"ret", "envid", "notify", "orcpt"})
+
+
+def _envelope_from_mapping(given: Mapping[str, Any]) -> Envelope:
+    """Nodemailer's envelope shape: from, to, cc, bcc (str or list), dsn {ret, envid, notify, orcpt}."""
+    unknown = set(given) - _ENVELOPE_KEYS
+    if unknown:
+        raise LocalProtocolError(f"unknown envelope keys: {', '.join(sorted(unknown))}")
+    dsn = dict(given.get("dsn") or {})
+    if set(dsn) - _DSN_KEYS:
+        raise LocalProtocolError(f"unknown dsn keys: {', '.join(sorted(set(dsn) - _DSN_KEYS))}")
+    recipients = [r for key in ("to", "cc", "bcc") for r in _address_list(given.get(key), key)]
+    sender = given.get("from")
+    if sender is None or not isinstance(sender, str):
+        raise LocalProtocolError("the envelope needs a 'from' address (use '' for a null sender)")
+    notify, ret = dsn.get("notify"), dsn.get("ret")
+    return Envelope(
+        mail_from=_bare(sender) if sender else "",
+        rcpt_to=tuple(dict.fromkeys(recipients)),
+        ret=ret.upper() if isinstance(ret, str) else ret,  # type: ignore[arg-type]
+        envid=dsn.get("envid"),
+        notify=frozenset([notify] if isinstance(notify, str) else notify) if notify else None,
+        orcpt=bool(dsn.get("orcpt")),
+        requiretls=bool(given.get("requiretls") or given.get("requireTLS")),
+    )
+
+
+def _address_list(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise LocalProtocolError(f"envelope '{key}' must be a str or a list of str")
+    return [_bare(item) for item in items]
+
+
+def _bare(address: str) -> str:
+    """'Name <a@b>' or '<a@b>' -> 'a@b'; anything else is validated as it is."""
+    stripped = address.strip()
+    if stripped.endswith(">") and "<" in stripped:
+        stripped = stripped[stripped.rindex("<") + 1 : -1]
+    validate_address(stripped, smtputf8=True, null_allowed=False)
+    return stripped

@@ -1,0 +1,112 @@
+"""From validated pool options to what each connection needs (and to a socket, in a worker).
+
+Kept apart from the pool so the selectors pool and the asyncio pool derive connections the same
+way: STARTTLS policy, TLS context, EHLO name, authentication, get_socket and name resolution.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+from typing import Any
+
+from ._connection import ConnectionSettings, SocketPlan
+from ._errors import SMTPConnectionError
+from ._options import Options, make_options
+from ._tls import build_ssl_context, server_name_override
+from .auth import TokenSource, check_auth_transport, credentials_from, select_mechanism
+from .protocol import ClientConnection, LocalProtocolError
+from .protocol._sasl import SASLMechanism
+
+__all__ = ["connection_settings", "make_socket_plan", "pool_options"]
+
+
+def pool_options(options: dict[str, Any]) -> Options:
+    return make_options(**options)
+
+
+def connection_settings(options: Options) -> ConnectionSettings:
+    logger = options.logger if isinstance(options.logger, logging.Logger) else None
+    logger = logger or logging.getLogger("rawsmtp")
+    if options.debug and logger.level == logging.NOTSET:
+        logger.setLevel(logging.DEBUG)
+    return ConnectionSettings(
+        host=options.host,
+        port=options.port,
+        secure=options.secure,
+        starttls="never"
+        if options.ignore_tls
+        else ("required" if options.require_tls else "opportunistic"),
+        ssl_context=build_ssl_context(options.tls),
+        server_hostname=server_name_override(options.tls) or options.host,
+        name=options.name,
+        local_address=options.local_address,
+        lmtp=options.lmtp,
+        connection_timeout=options.connection_timeout,
+        greeting_timeout=options.greeting_timeout,
+        socket_timeout=options.socket_timeout,
+        debug=bool(options.debug),
+        logger=logger,
+        authenticator=_authenticator(options),
+        renewable=_renewable(options),
+    )
+
+
+def _renewable(options: Options) -> bool:
+    credentials = credentials_from(options.auth) if options.auth is not None else None
+    return credentials is not None and credentials.token_provider is not None
+
+
+def _authenticator(options: Options) -> Any:
+    """A function that builds the SASL mechanism for one attempt (run in a worker thread)."""
+    if options.auth is None:
+        return None
+    credentials = credentials_from(options.auth)
+    tokens = (
+        TokenSource(credentials)
+        if credentials.access_token is not None or credentials.token_provider is not None
+        else None
+    )
+    last_token: dict[int, str] = {}
+
+    def authenticate(core: ClientConnection, host: str, renew: bool) -> SASLMechanism:
+        check_auth_transport(host, core.tls, options.allow_insecure_auth)
+        token = None
+        if tokens is not None:
+            token = tokens.renew(last_token.get(id(core))) if renew else tokens.token()
+            last_token[id(core)] = token
+        return select_mechanism(
+            core.extensions.auth,
+            credentials,
+            preferred=options.auth_method,
+            token=token,
+            host=host,
+            port=options.port,
+        )
+
+    return authenticate
+
+
+@functools.cache
+def _machine_fqdn() -> str | None:
+    """The machine's FQDN when it has a dot (asked once; it may take a DNS query)."""
+    name = socket.getfqdn()
+    return name if "." in name and not name.startswith("localhost") else None
+
+
+def make_socket_plan(options: Options) -> SocketPlan:
+    """Run in a worker: the get_socket hook, else name resolution (both may block)."""
+    fqdn = None if options.name else _machine_fqdn()
+    if options.get_socket is not None:
+        provided = options.get_socket(options.host, options.port)
+        if provided is not None:
+            sock, secured = provided if isinstance(provided, tuple) else (provided, False)
+            if not isinstance(sock, socket.socket):
+                raise LocalProtocolError("get_socket must return a socket, (socket, bool) or None")
+            return SocketPlan(sock=sock, secured=bool(secured), addresses=(), local_hostname=fqdn)
+    try:
+        addresses = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise SMTPConnectionError(f"cannot resolve {options.host!r}: {error}") from error
+    return SocketPlan(sock=None, secured=False, addresses=tuple(addresses), local_hostname=fqdn)
