@@ -29,7 +29,8 @@ __all__ = ["CHUNK_SIZE", "Envelope", "PreparedMessage", "prepare_message"]
 CHUNK_SIZE = 64 * 1024
 # How much of a stream is read to find its header block when the envelope must come from it.
 MAX_HEADER_BLOCK = 1024 * 1024
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+# Group 1 is the empty line: what precedes it is the header block, last line end included.
+_HEADER_END = re.compile(rb"\r?\n(\r?\n)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,7 +58,7 @@ class Envelope:
         if self.notify is not None:
             object.__setattr__(self, "notify", frozenset(v.upper() for v in self.notify))
         # The protocol's own serialisation is the one validator of what goes on the wire.
-        self.transaction(size=None, body=None)
+        self.transaction(size=None, body=None, smtputf8=self.smtputf8)
 
     @property
     def smtputf8(self) -> bool:
@@ -65,14 +66,20 @@ class Envelope:
         return not all(address.isascii() for address in (self.mail_from, *self.rcpt_to))
 
     def transaction(
-        self, *, size: int | None, body: Literal["8BITMIME"] | None, tag: object = None
+        self,
+        *,
+        size: int | None,
+        body: Literal["8BITMIME"] | None,
+        smtputf8: bool,
+        tag: object = None,
     ) -> Transaction:
+        """The protocol transaction for this envelope; ``smtputf8`` may only add to the need."""
         return Transaction(
             mail_from=self.mail_from,
             recipients=self.rcpt_to,
             size=size,
             body=body,
-            smtputf8=self.smtputf8,
+            smtputf8=smtputf8 or self.smtputf8,
             ret=self.ret,
             envid=self.envid,
             notify=self.notify,
@@ -87,8 +94,9 @@ class PreparedMessage:
     """A message ready for the pool: its envelope, what is known of its body, and the body.
 
     ``size`` is the byte count when known up front (bytes, Message, seekable file), else None.
-    ``eight_bit`` is None when the body is a stream that was not scanned. ``restartable`` says
-    whether :meth:`chunks` may be called again after a failed attempt.
+    ``eight_bit`` is None when the body is a stream that was not scanned. ``utf8_headers`` says
+    the header block has non-ASCII bytes (RFC 6532): SMTPUTF8 is requested where offered.
+    ``restartable`` says whether :meth:`chunks` may be called again after a failed attempt.
     """
 
     envelope: Envelope
@@ -96,6 +104,7 @@ class PreparedMessage:
     size: int | None
     eight_bit: bool | None
     restartable: bool
+    utf8_headers: bool
     _source: _Source = field(repr=False)
 
     @property
@@ -107,7 +116,8 @@ class PreparedMessage:
 
 
 class _Source:
-    """Where the body comes from; a seekable file is rewound for each attempt."""
+    """Where the body comes from: bytes, a file (rewound for each attempt when seekable), or an
+    iterator. ``prefix`` replaces the first ``skip`` bytes (a header block without its Bcc)."""
 
     def __init__(
         self,
@@ -115,22 +125,35 @@ class _Source:
         data: bytes | None = None,
         stream: Iterator[bytes] | None = None,
         file: IO[bytes] | None = None,
+        prefix: bytes = b"",
+        skip: int = 0,
     ) -> None:
         self._data, self._stream, self._file = data, stream, file
+        self._prefix, self._skip = prefix, skip
         self.file_start = file.tell() if file is not None and _seekable(file) else None
 
-    @classmethod
-    def of_file(cls, file: IO[bytes]) -> _Source:
-        return cls(stream=iter(lambda: _read(file), b""), file=file)
+    def raw_chunks(self) -> Iterator[bytes]:
+        """The content as it is, from where a new attempt starts (no prefix applied)."""
+        if self._file is not None:
+            if self.file_start is not None:
+                self._file.seek(self.file_start + self._skip)
+            file = self._file
+            return iter(lambda: _read(file), b"")
+        assert self._stream is not None
+        return self._stream
+
+    def replace_head(self, head: bytes, prefix: bytes) -> _Source:
+        """This source with its first ``len(head)`` bytes (already read) replaced by ``prefix``."""
+        if self._file is not None and self.file_start is not None:
+            self._file.seek(self.file_start)
+            return _Source(file=self._file, prefix=prefix, skip=len(head))
+        return _Source(stream=self.raw_chunks(), file=self._file, prefix=prefix)
 
     def chunks(self) -> Iterator[bytes]:
         if self._data is not None:
             view = memoryview(self._data)
             return (bytes(view[i : i + CHUNK_SIZE]) for i in range(0, len(view), CHUNK_SIZE))
-        if self._file is not None and self.file_start is not None:
-            self._file.seek(self.file_start)
-        assert self._stream is not None
-        return self._stream
+        return _chain(self._prefix, self.raw_chunks())
 
 
 def _read(file: IO[bytes]) -> bytes:
@@ -150,56 +173,67 @@ def _seekable(file: IO[bytes]) -> bool:
 def prepare_message(message: Any, envelope: Envelope | Mapping[str, Any] | None) -> PreparedMessage:
     """Validate and normalise what ``send()`` was given (see the module docstring)."""
     if isinstance(message, email.message.Message):
-        return _from_bytes(_flatten(message), envelope, drop_bcc=False, headers=message)
+        return _from_bytes(_flatten(message), envelope, headers=message)
     if isinstance(message, str):
         message = message.encode("utf-8")
     if isinstance(message, bytes | bytearray | memoryview):
-        return _from_bytes(bytes(message), envelope, drop_bcc=True)
+        return _from_bytes(bytes(message), envelope)
     if hasattr(message, "read"):
-        return _from_stream(_Source.of_file(message), envelope, _file_size(message))
+        return _from_stream(_Source(file=message), envelope, _file_size(message))
     if isinstance(message, Iterable):
         return _from_stream(_Source(stream=_checked_chunks(message)), envelope, None)
     raise LocalProtocolError(f"cannot send a message of type {type(message).__name__}")
 
 
 def _flatten(message: email.message.Message) -> bytes:
-    """Serialise with CRLF line ends, without its Bcc header."""
+    """Serialise with CRLF line ends (the Bcc header is removed from the bytes afterwards)."""
     policy = message.policy if isinstance(message.policy, email.policy.EmailPolicy) else None
     policy = (policy or email.policy.SMTP).clone(linesep="\r\n")
-    if "Bcc" in message:
-        message = _copy_without_bcc(message)
     out = io.BytesIO()
     email.generator.BytesGenerator(out, policy=policy).flatten(message)
     return out.getvalue()
-
-
-def _copy_without_bcc(message: email.message.Message) -> email.message.Message:
-    copy: email.message.Message = email.message_from_bytes(
-        message.as_bytes(), policy=message.policy
-    )
-    del copy["Bcc"]
-    return copy
 
 
 def _from_bytes(
     data: bytes,
     envelope: Envelope | Mapping[str, Any] | None,
     *,
-    drop_bcc: bool,
     headers: email.message.Message | None = None,
 ) -> PreparedMessage:
+    """In-memory content. ``headers`` is the Message it was flattened from: such a message
+    also gets the Message-ID and Date it lacks (raw bytes are sent exactly as given)."""
+    given_message = headers is not None
     if headers is None:
         headers = _parse_headers(data)
-    if drop_bcc and "Bcc" in headers:
+    resolved = _envelope(envelope, headers)
+    message_id = _message_id(headers)
+    if "Bcc" in headers:
         data = _strip_bcc(data)
+    if given_message:
+        data, message_id = _add_missing_headers(data, headers, resolved, message_id)
     return PreparedMessage(
-        envelope=_envelope(envelope, headers),
-        message_id=_message_id(headers),
+        envelope=resolved,
+        message_id=message_id,
         size=len(data),
         eight_bit=not data.isascii(),
         restartable=True,
+        utf8_headers=not _header_block(data).isascii(),
         _source=_Source(data=data),
     )
+
+
+def _add_missing_headers(
+    data: bytes, headers: email.message.Message, envelope: Envelope, message_id: str | None
+) -> tuple[bytes, str | None]:
+    added = b""
+    if message_id is None:
+        # The sender's domain, never socket.getfqdn(): make_msgid's default may block on DNS.
+        domain = envelope.mail_from.rpartition("@")[2] or "rawsmtp.invalid"
+        message_id = email.utils.make_msgid(domain=domain.encode("idna").decode("ascii"))
+        added += f"Message-ID: {message_id}\r\n".encode("ascii")
+    if "Date" not in headers:
+        added += f"Date: {email.utils.formatdate(localtime=True)}\r\n".encode("ascii")
+    return added + data, message_id
 
 
 def _from_stream(
@@ -208,31 +242,33 @@ def _from_stream(
     """A stream: read only its header block, and only when the envelope must come from it."""
     message_id = None
     if envelope is None:
-        head, rest = _read_header_block(source.chunks())
+        head = _read_header_block(source.raw_chunks())
         headers = _parse_headers(head)
         envelope = _envelope(None, headers)
         message_id = _message_id(headers)
-        if "Bcc" in headers:
-            head = _strip_bcc(head)
-            size = None
-        source = _Source(stream=_chain(head, rest))
+        prefix = _strip_bcc(head) if "Bcc" in headers else head
+        if size is not None:
+            size -= len(head) - len(prefix)
+        source = source.replace_head(head, prefix)
     return PreparedMessage(
         envelope=_envelope(envelope, None),
         message_id=message_id,
         size=size,
         eight_bit=None,
         restartable=source.file_start is not None,
+        utf8_headers=False,  # unknown without reading the stream; SMTPUTF8 still follows addresses
         _source=source,
     )
 
 
-def _read_header_block(chunks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
+def _read_header_block(chunks: Iterator[bytes]) -> bytes:
+    """Read whole chunks until the header block has ended (or MAX_HEADER_BLOCK is passed)."""
     head = bytearray()
     for chunk in chunks:
         head += chunk
         if _HEADER_END.search(head) or len(head) > MAX_HEADER_BLOCK:
             break
-    return bytes(head), chunks
+    return bytes(head)
 
 
 def _chain(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -257,16 +293,19 @@ def _file_size(file: Any) -> int | None:
     return int(end - start)
 
 
-def _parse_headers(data: bytes) -> email.message.Message:
+def _header_block(data: bytes) -> bytes:
     match = _HEADER_END.search(data)
-    block = data[: match.end()] if match else data
-    return email.message_from_bytes(block, policy=email.policy.compat32)
+    return data[: match.end()] if match else data
+
+
+def _parse_headers(data: bytes) -> email.message.Message:
+    return email.message_from_bytes(_header_block(data), policy=email.policy.compat32)
 
 
 def _strip_bcc(data: bytes) -> bytes:
     """Remove every Bcc field (with its folded continuation lines) from the header block."""
     match = _HEADER_END.search(data)
-    end = match.start() if match else len(data)
+    end = match.start(1) if match else len(data)
     lines = data[:end].splitlines(keepends=True)
     kept, skipping = [], False
     for line in lines:

@@ -365,21 +365,14 @@ class SMTPPool:
     def _transaction_for(self, submission: _Submission, connection: Connection) -> Transaction:
         prepared, core = submission.prepared, connection.core
         assert core is not None
-        envelope = prepared.envelope
+        offered = core.extensions
         eight_bit = prepared.eight_bit
         if eight_bit is None:  # a stream we could not scan: declare 8BITMIME where offered
-            eight_bit = core.extensions.eightbitmime
-        return Transaction(
-            mail_from=envelope.mail_from,
-            recipients=tuple(envelope.rcpt_to),
+            eight_bit = offered.eightbitmime
+        return prepared.envelope.transaction(
             size=prepared.size,
             body="8BITMIME" if eight_bit else None,
-            smtputf8=prepared.smtputf8,
-            ret=envelope.ret,
-            envid=envelope.envid,
-            notify=envelope.notify,
-            orcpt=envelope.orcpt,
-            requiretls=envelope.requiretls,
+            smtputf8=prepared.utf8_headers and offered.smtputf8,
             tag=submission,
         )
 

@@ -357,10 +357,8 @@ def test_chunking_sends_bdat_and_rsets_after_a_failure() -> None:
     session.client.send_mail(after)
     assert session.sent() == b"MAIL FROM:<from@test>\r\nRCPT TO:<to@test>\r\n"
     session.body(message, b"a\n.b")
-    assert session.sent() == b"BDAT 5\r\na\r\n.b" + b"BDAT 0 LAST\r\n"
-    failed, next_body = session.server(
-        b"250 ok\r\n250 ok\r\n250 chunk\r\n554 5.6.0 bad content\r\n"
-    )
+    assert session.sent() == b"BDAT 5 LAST\r\na\r\n.b"
+    failed, next_body = session.server(b"250 ok\r\n250 ok\r\n554 5.6.0 bad content\r\n")
     assert isinstance(failed, MessageFailed) and failed.error.code == 554  # type: ignore[attr-defined]
     assert isinstance(next_body, SendBody) and next_body.transaction is after
     assert session.sent() == b"RSET\r\nMAIL FROM:<from@test>\r\nRCPT TO:<z@test>\r\n"
@@ -373,7 +371,7 @@ def test_chunking_success() -> None:
     session.client.send_mail(message)
     session.body(message, b"hi\n")
     session.sent()
-    [accepted] = session.server(b"250 ok\r\n250 ok\r\n250 2.0.0 ok\r\n250 2.0.0 queued\r\n")
+    [accepted] = session.server(b"250 ok\r\n250 ok\r\n250 2.0.0 queued\r\n")
     assert isinstance(accepted, MessageAccepted)
 
 

@@ -56,9 +56,10 @@ def test_no_end_of_data_sequence_can_appear_early() -> None:
 def test_bdat_framing() -> None:
     encoder = ChunkingEncoder()
     out = encoder.encode(b"ab\n.c\r") + encoder.encode(b"") + encoder.encode(b"\nd") + encoder.end()
-    assert out == b"BDAT 6\r\nab\r\n.c" + b"BDAT 3\r\n\r\nd" + b"BDAT 0 LAST\r\n"
+    assert out == b"BDAT 6\r\nab\r\n.c" + b"BDAT 3 LAST\r\n\r\nd"
     encoder = ChunkingEncoder()
-    assert encoder.encode(b"x\r") + encoder.end() == b"BDAT 1\r\nx" + b"BDAT 2 LAST\r\n\r\n"
+    assert encoder.encode(b"x\r") + encoder.end() == b"BDAT 3 LAST\r\nx\r\n"
+    assert ChunkingEncoder().end() == b"BDAT 0 LAST\r\n"
 
 
 def test_decode_rejects_unterminated_data() -> None:

@@ -74,18 +74,27 @@ class DataEncoder:
 
 
 class ChunkingEncoder:
-    """Streams a message as BDAT chunks: each non-empty input chunk becomes one ``BDAT n``."""
+    """Streams a message as BDAT chunks.
+
+    Each chunk is held back until the next one (or the end) arrives, so the last data goes out
+    as ``BDAT n LAST``: a small message costs one BDAT command and one reply, not two.
+    """
 
     def __init__(self) -> None:
         self._line_ends = _LineEnds()
+        self._held = b""
 
     def encode(self, chunk: bytes) -> bytes:
         data = self._line_ends.normalise(chunk)
-        return bdat(len(data), last=False) + data if data else b""
+        if not data:
+            return b""
+        out = bdat(len(self._held), last=False) + self._held if self._held else b""
+        self._held = data
+        return out
 
     def end(self) -> bytes:
         """The last chunk, ``BDAT n LAST`` (n may be 0)."""
-        data = self._line_ends.flush()
+        data, self._held = self._held + self._line_ends.flush(), b""
         return bdat(len(data), last=True) + data
 
 

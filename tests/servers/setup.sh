@@ -160,7 +160,7 @@ append_dot_mydomain = no
 notify_classes =
 
 smtputf8_enable = yes
-message_size_limit = 52428800
+message_size_limit = 104857600
 mailbox_size_limit = 0
 virtual_mailbox_limit = 0
 
