@@ -77,9 +77,10 @@ class ConnectionSettings:
     socket_timeout: float
     debug: bool
     logger: logging.Logger
-    # Builds the SASL mechanism for an attempt (None: no credentials); ``renew`` asks for a
-    # fresh token. Runs in a worker thread: token providers may block.
-    authenticator: Callable[[ClientConnection, str, bool], SASLMechanism] | None
+    # Builds the SASL mechanism for an attempt (None: no credentials) from the core, the host,
+    # ``renew`` (ask for a fresh token) and the server's DER certificate when TLS is active (for
+    # channel binding). Runs in a worker thread: token providers may block.
+    authenticator: Callable[[ClientConnection, str, bool, bytes | None], SASLMechanism] | None
     renewable: bool  # a failed token may be renewed and tried once more
 
 
@@ -326,11 +327,13 @@ class Connection:
                 self._on_event(event, now)
                 if self._closed:
                     return
+            # Move output along before measuring it: the high-water mark bounds the memory a
+            # streamed body may occupy between the caller's file and the socket.
+            self._queue_output(core.data_to_send(now))
             if self._body is None or len(self._sendbuf) >= _HIGH_WATER:
                 break
             self._feed_body()
         self._trace()
-        self._queue_output(core.data_to_send(now))
         self._flush(now)
 
     def _feed_body(self) -> None:
@@ -397,7 +400,16 @@ class Connection:
             self.core.authenticate(mechanism)
             self._process(self._last_progress)
 
-        self.owner.run_blocking(lambda: authenticator(core, host, renew), done)
+        certificate = self.peer_certificate()
+        self.owner.run_blocking(lambda: authenticator(core, host, renew, certificate), done)
+
+    def peer_certificate(self) -> bytes | None:
+        """The server's DER certificate once TLS is up (None without TLS or when unknown)."""
+        if self._tls is not None and self._tls.handshake_done:
+            return self._tls.object.getpeercert(binary_form=True)
+        if self._ssl_socket and isinstance(self.sock, ssl.SSLSocket):
+            return self.sock.getpeercert(binary_form=True)
+        return None
 
     def _on_auth_failed(self, event: AuthenticationFailed) -> None:
         if self.settings.renewable and not self._retried_auth and event.error.code is not None:

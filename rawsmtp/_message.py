@@ -299,7 +299,9 @@ def _header_block(data: bytes) -> bytes:
 
 
 def _parse_headers(data: bytes) -> email.message.Message:
-    return email.message_from_bytes(_header_block(data), policy=email.policy.compat32)
+    # Decoded as UTF-8 (RFC 6532 headers), so non-ASCII addresses come out as the text they are.
+    text = _header_block(data).decode("utf-8", "replace")
+    return email.message_from_string(text, policy=email.policy.compat32)
 
 
 def _strip_bcc(data: bytes) -> bytes:
