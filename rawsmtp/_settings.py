@@ -9,13 +9,20 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+import weakref
 from typing import Any
 
 from ._connection import ConnectionSettings, SocketPlan
 from ._errors import SMTPConnectionError
 from ._options import Options, make_options
 from ._tls import build_ssl_context, server_name_override
-from .auth import TokenSource, check_auth_transport, credentials_from, select_mechanism
+from .auth import (
+    TokenSource,
+    check_auth_transport,
+    credentials_from,
+    select_mechanism,
+    tls_server_end_point,
+)
 from .protocol import ClientConnection, LocalProtocolError
 from .protocol._sasl import SASLMechanism
 
@@ -68,14 +75,18 @@ def _authenticator(options: Options) -> Any:
         if credentials.access_token is not None or credentials.token_provider is not None
         else None
     )
-    last_token: dict[int, str] = {}
+    # The token each connection last tried, so a renewal knows which token was refused; weak,
+    # so the entries of closed connections go with them.
+    last_token: weakref.WeakKeyDictionary[ClientConnection, str] = weakref.WeakKeyDictionary()
 
-    def authenticate(core: ClientConnection, host: str, renew: bool) -> SASLMechanism:
+    def authenticate(
+        core: ClientConnection, host: str, renew: bool, certificate: bytes | None
+    ) -> SASLMechanism:
         check_auth_transport(host, core.tls, options.allow_insecure_auth)
         token = None
         if tokens is not None:
-            token = tokens.renew(last_token.get(id(core))) if renew else tokens.token()
-            last_token[id(core)] = token
+            token = tokens.renew(last_token.get(core)) if renew else tokens.token()
+            last_token[core] = token
         return select_mechanism(
             core.extensions.auth,
             credentials,
@@ -83,6 +94,7 @@ def _authenticator(options: Options) -> Any:
             token=token,
             host=host,
             port=options.port,
+            channel_binding=tls_server_end_point(certificate) if certificate else None,
         )
 
     return authenticate

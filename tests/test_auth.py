@@ -604,6 +604,111 @@ def test_token_source_needs_a_token() -> None:
         TokenSource(PENCIL)
 
 
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ExpiringProvider:
+    """Tokens that live ``lifetime`` seconds on ``clock``; records its calls."""
+
+    def __init__(self, clock: FakeClock, lifetime: float = 3600.0, delay: float = 0.0) -> None:
+        self.clock, self.lifetime, self.delay = clock, lifetime, delay
+        self.calls: list[bool] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, renew: bool) -> tuple[str, float]:
+        time.sleep(self.delay)
+        with self._lock:
+            self.calls.append(renew)
+            return f"token-{len(self.calls)}", self.clock.now + self.lifetime
+
+
+def expiring_source(
+    lifetime: float = 3600.0, delay: float = 0.0
+) -> tuple[TokenSource, ExpiringProvider, FakeClock]:
+    clock = FakeClock()
+    provider = ExpiringProvider(clock, lifetime, delay)
+    source = TokenSource(Credentials(user="u", token_provider=provider), clock=clock)
+    return source, provider, clock
+
+
+def test_token_with_expiry_is_cached_until_60_seconds_before_it_expires() -> None:
+    tokens, provider, clock = expiring_source()
+    assert tokens.token() == "token-1"
+    clock.now += 3600 - 61
+    assert tokens.token() == "token-1"
+    assert provider.calls == [False]
+    clock.now += 1  # now within the 60-second margin: renewed before use
+    assert tokens.token() == "token-2"
+    assert provider.calls == [False, True]
+    assert tokens.token() == "token-2"  # the renewed one lives another hour
+
+
+def test_token_already_expired_when_given_is_renewed_at_once() -> None:
+    tokens, provider, _ = expiring_source(lifetime=-5)
+    # token-1 arrives expired, so a fresh one is asked for; token-2 is expired too, but is
+    # used rather than asking again in a loop (the provider knows best).
+    assert tokens.token() == "token-2"
+    assert provider.calls == [False, True]
+
+
+def test_expired_token_is_renewed_once_across_threads() -> None:
+    tokens, provider, clock = expiring_source(delay=0.02)
+    tokens.token()
+    clock.now += 3600
+    assert run_threads(8, tokens.token) == ["token-2"] * 8
+    assert provider.calls == [False, True]
+
+
+def test_refused_token_with_expiry_is_renewed_and_keeps_the_new_expiry() -> None:
+    tokens, provider, clock = expiring_source()
+    assert tokens.renew(tokens.token()) == "token-2"
+    clock.now += 3000
+    assert tokens.token() == "token-2"
+    assert provider.calls == [False, True]
+
+
+def test_failed_renewal_before_expiry_keeps_the_old_token() -> None:
+    clock = FakeClock()
+    answers: list[object] = [("first", clock.now + 100)]
+
+    def provider(renew: bool) -> Any:
+        if renew:
+            raise OSError("offline")
+        return answers.pop()
+
+    tokens = TokenSource(Credentials(user="u", token_provider=provider), clock=clock)
+    assert tokens.token() == "first"
+    clock.now += 50
+    with pytest.raises(SMTPAuthenticationError, match="renew=True"):
+        tokens.token()
+    assert tokens.renew("other") == "first"  # still the current token
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [("t",), ("t", 1.0, 2.0), ("t", "soon"), ("t", True), ("t", float("nan")), ("", 1.0)],
+)
+def test_provider_bad_expiry(answer: object) -> None:
+    def provider(renew: bool) -> Any:
+        return answer
+
+    tokens = TokenSource(Credentials(user="u", token_provider=provider))
+    with pytest.raises(SMTPAuthenticationError, match="token_provider"):
+        tokens.token()
+
+
+def test_static_token_never_expires() -> None:
+    clock = FakeClock()
+    tokens = TokenSource(Credentials(user="u", access_token="static"), clock=clock)
+    clock.now += 10**9
+    assert tokens.token() == "static"
+
+
 # --- check_auth_transport --------------------------------------------------------------------
 
 

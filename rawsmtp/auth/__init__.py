@@ -7,14 +7,18 @@ machine drives; see :class:`rawsmtp.protocol.SASLMechanism`.
 - ``_tokens``: TokenSource, the pool-wide token with renew-once
 - ``_base``: what all mechanisms share
 - ``_password``: PLAIN, LOGIN, CRAM-MD5
-- ``_scram``: SCRAM-SHA-1, SCRAM-SHA-256
+- ``_scram``: SCRAM-SHA-1, SCRAM-SHA-256 and their -PLUS variants
+- ``_saslprep``: SASLprep (RFC 4013) of SCRAM user names and passwords
+- ``_channel_binding``: tls-server-end-point channel binding data from a server certificate
 - ``_oauth``: XOAUTH2, OAUTHBEARER
 - ``_select``: the mechanism preference order and the cleartext rule
 """
 
+from ._channel_binding import ChannelBinding, tls_server_end_point
 from ._credentials import Credentials, TokenProvider, credentials_from
 from ._oauth import OAuthBearer, XOAuth2
 from ._password import CramMD5, Login, Plain
+from ._saslprep import saslprep
 from ._scram import MAX_ITERATIONS, Scram
 from ._select import KNOWN_MECHANISMS, check_auth_transport, is_loopback, select_mechanism
 from ._tokens import TokenSource
@@ -22,6 +26,7 @@ from ._tokens import TokenSource
 __all__ = [
     "KNOWN_MECHANISMS",
     "MAX_ITERATIONS",
+    "ChannelBinding",
     "CramMD5",
     "Credentials",
     "Login",
@@ -34,5 +39,7 @@ __all__ = [
     "check_auth_transport",
     "credentials_from",
     "is_loopback",
+    "saslprep",
     "select_mechanism",
+    "tls_server_end_point",
 ]

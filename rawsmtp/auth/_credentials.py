@@ -14,7 +14,8 @@ from .._errors import SMTPConfigError
 
 __all__ = ["Credentials", "TokenProvider", "credentials_from"]
 
-TokenProvider = Callable[[bool], str]
+# provider(renew) -> token, or (token, expires_at) with expires_at a time.time() timestamp.
+TokenProvider = Callable[[bool], str | tuple[str, float]]
 
 # Nodemailer's key names (and their snake_case spellings) -> Credentials fields.
 _DICT_KEYS = {
@@ -40,8 +41,13 @@ def _has_control(text: str) -> bool:
 class Credentials:
     """A user name and exactly one of: a password, an OAuth2 access token, a token provider.
 
-    ``token_provider(renew)`` returns an access token; it is called with ``renew=True`` after a
-    token was refused. ``authzid`` asks to act as another identity (PLAIN, SCRAM, OAUTHBEARER).
+    ``token_provider(renew)`` returns an access token, or ``(token, expires_at)`` where
+    ``expires_at`` is a :func:`time.time` timestamp. It is first called with ``renew=False``, and
+    with ``renew=True`` when a fresh token is needed: after the server refused the current one
+    (once per refusal), or before use when the current one expires within 60 seconds. The pool
+    shares one token between its connections, so the provider is asked once, not once per
+    connection, and it runs in a worker thread (it may block). ``authzid`` asks to act as
+    another identity (PLAIN, SCRAM, OAUTHBEARER).
     """
 
     user: str

@@ -4,9 +4,16 @@ SCRAM is the one mechanism where the server proves something back: its final mes
 signature only a holder of the password's verifier can compute. A 235 without that proof is not
 trusted, because a man in the middle can say 235 to anything.
 
-Channel binding is not used (the GS2 flag is ``n``), and SASLprep is reduced to the escaping of
-``=`` and ``,`` in names: the password's UTF-8 bytes are used as they are, which is what Dovecot
-does when it derives its SCRAM verifiers, and what every server does for ASCII passwords.
+The -PLUS variants bind the exchange to the TLS channel (RFC 5802 section 6): the GS2 header
+says ``p=<binding type>`` and the client-final ``c=`` carries the header and the binding data, so
+a man in the middle with another certificate cannot relay the exchange. Without -PLUS, the GS2
+flag says whether the client could have bound: ``y`` (it could, but the server did not offer
+-PLUS, so a server that did offer it detects the downgrade) or ``n`` (no binding data).
+
+User name and password go through SASLprep (RFC 4013, :mod:`._saslprep`) as RFC 5802 asks: the
+user name as a query string, the password as a stored string. For ASCII and for NFC text without
+compatibility characters that is the identity, so it matches servers (Dovecot among them) that
+use the password's UTF-8 bytes as they are.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ from enum import Enum
 
 from .._errors import SMTPConfigError
 from ._base import Mechanism, decode_text, fail, saslname
+from ._channel_binding import ChannelBinding
 from ._credentials import Credentials
+from ._saslprep import saslprep
 
-__all__ = ["Scram"]
+__all__ = ["Scram", "prepare_credentials"]
 
 # hashlib names of the hashes RFC 5802 and RFC 7677 register.
 _HASHES = {"SHA-1": "sha1", "SHA-256": "sha256"}
@@ -44,36 +53,61 @@ class Scram(Mechanism):
 
     __slots__ = (
         "_auth_message",
+        "_cbind_data",
         "_client_first_bare",
         "_digest",
         "_gs2_header",
         "_hash",
         "_nonce",
         "_password",
+        "_plus",
         "_server_signature",
         "_step",
     )
 
-    def __init__(self, hash_name: str, credentials: Credentials, *, nonce: str | None = None):
+    def __init__(
+        self,
+        hash_name: str,
+        credentials: Credentials,
+        *,
+        nonce: str | None = None,
+        channel_binding: ChannelBinding | None = None,
+        plus: bool = False,
+    ):
+        """``channel_binding`` is the TLS binding the client has (None: no TLS binding data);
+        ``plus`` uses it (SCRAM-*-PLUS). Given but not used, the GS2 flag is ``y``."""
         super().__init__()
         if hash_name not in _HASHES:
             raise SMTPConfigError(f"unsupported SCRAM hash {hash_name!r}", option="auth_method")
         if credentials.password is None:
             raise SMTPConfigError("SCRAM needs credentials with a password", option="auth")
+        if plus and channel_binding is None:
+            raise SMTPConfigError(
+                f"SCRAM-{hash_name}-PLUS needs channel binding data", option="auth_method"
+            )
         self._hash = hash_name
         self._digest = _HASHES[hash_name]
-        self._password = credentials.password.encode("utf-8")
+        self._plus = plus
+        user, password = prepare_credentials(credentials)
+        self._password = password.encode("utf-8")
         self._nonce = _check_nonce(nonce) if nonce is not None else secrets.token_urlsafe(24)
+        if channel_binding is None:
+            flag = "n"
+        elif plus:
+            flag = "p=" + channel_binding[0]
+        else:
+            flag = "y"
+        self._cbind_data = channel_binding[1] if plus and channel_binding else b""
         authzid = credentials.authzid
-        self._gs2_header = "n," + (f"a={saslname(authzid)}" if authzid else "") + ","
-        self._client_first_bare = f"n={saslname(credentials.user)},r={self._nonce}"
+        self._gs2_header = f"{flag}," + (f"a={saslname(authzid)}" if authzid else "") + ","
+        self._client_first_bare = f"n={saslname(user)},r={self._nonce}"
         self._auth_message = b""
         self._server_signature = b""
         self._step = _Step.START
 
     @property
     def name(self) -> str:
-        return "SCRAM-" + self._hash
+        return f"SCRAM-{self._hash}" + ("-PLUS" if self._plus else "")
 
     def initial_response(self) -> bytes:
         self._step = _Step.SENT_FIRST
@@ -99,7 +133,8 @@ class Scram(Mechanism):
     def _client_final(self, challenge: bytes) -> bytes:
         server_first = _ascii(challenge, "server-first")
         nonce, salt, iterations = _parse_server_first(server_first, self._nonce)
-        without_proof = "c=" + base64.b64encode(self._gs2_header.encode()).decode() + ",r=" + nonce
+        cbind_input = self._gs2_header.encode("utf-8") + self._cbind_data
+        without_proof = f"c={base64.b64encode(cbind_input).decode()},r={nonce}"
         auth_message = f"{self._client_first_bare},{server_first},{without_proof}".encode()
         salted = hashlib.pbkdf2_hmac(self._digest, self._password, salt, iterations)
         client_key = self._hmac(salted, b"Client Key")
@@ -123,6 +158,16 @@ class Scram(Mechanism):
 
     def _hmac(self, key: bytes, message: bytes) -> bytes:
         return hmac.new(key, message, self._digest).digest()
+
+
+def prepare_credentials(credentials: Credentials) -> tuple[str, str]:
+    """The SASLprep'd (user, password); SMTPConfigError when either cannot be prepared."""
+    assert credentials.password is not None
+    user = saslprep(credentials.user, what="the SCRAM user name", allow_unassigned=True)
+    if not user:
+        raise SMTPConfigError("the SCRAM user name is empty after SASLprep", option="auth")
+    password = saslprep(credentials.password, what="the password", allow_unassigned=False)
+    return user, password
 
 
 def _check_nonce(nonce: str) -> str:
