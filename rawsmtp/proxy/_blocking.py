@@ -1,0 +1,113 @@
+"""A blocking driver for the handshakes: :func:`connect_via_proxy` and :func:`proxy_get_socket`.
+
+For users who build their own ``get_socket`` hook (or any other blocking client). Reads never
+ask for more than :meth:`~rawsmtp.proxy.ProxyHandshake.bytes_needed`, so no byte of the tunnel is
+consumed: the returned socket starts exactly at the target's first byte (the SMTP greeting).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Callable
+
+from .._errors import SMTPConnectionError, SMTPProxyError, SMTPTimeoutError
+from ._handshake import start_handshake
+from ._url import ProxyURL, parse_proxy_url
+
+__all__ = ["connect_via_proxy", "proxy_get_socket"]
+
+
+def connect_via_proxy(
+    proxy: str | ProxyURL,
+    host: str,
+    port: int,
+    *,
+    timeout: float = 30.0,
+    source_address: tuple[str, int] | None = None,
+) -> socket.socket:
+    """Connect to ``proxy``, open a tunnel to ``host:port`` and return the connected socket.
+
+    ``timeout`` (seconds) bounds the connection to the proxy and the whole handshake, and stays
+    set on the returned socket (as with :func:`socket.create_connection`). For ``socks4://`` a
+    target name is resolved here, to IPv4. Raises :class:`~rawsmtp.SMTPProxyError` when the
+    proxy cannot be reached, refuses or fails, :class:`~rawsmtp.SMTPTimeoutError`
+    (``phase="proxy"``) when time runs out, :class:`~rawsmtp.SMTPConfigError` for a bad URL.
+    """
+    url = proxy if isinstance(proxy, ProxyURL) else parse_proxy_url(proxy)
+    if url.needs_local_resolution:
+        host = _resolve_ipv4(host, port)
+    handshake = start_handshake(url, host, port)  # checks the target before connecting
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection(
+            (url.host, url.port), timeout=timeout, source_address=source_address
+        )
+    except TimeoutError as error:
+        raise SMTPTimeoutError(f"connecting to proxy {url} timed out", phase="connect") from error
+    except OSError as error:
+        raise SMTPProxyError(f"cannot connect to proxy {url}: {error}") from error
+    try:
+        while True:
+            if data := handshake.data_to_send():
+                sock.settimeout(_remaining(deadline, url))
+                sock.sendall(data)
+            if handshake.done:
+                break
+            sock.settimeout(_remaining(deadline, url))
+            handshake.receive_data(sock.recv(handshake.bytes_needed()))
+    except TimeoutError as error:
+        sock.close()
+        raise SMTPTimeoutError(f"handshake with proxy {url} timed out", phase="proxy") from error
+    except OSError as error:
+        sock.close()
+        raise SMTPProxyError(f"connection to proxy {url} failed: {error}") from error
+    except BaseException:
+        sock.close()
+        raise
+    if handshake.leftover:  # cannot happen: reads stop at the end of the reply
+        sock.close()
+        raise SMTPProxyError("read past the end of the proxy's reply")
+    sock.settimeout(timeout)
+    return sock
+
+
+def proxy_get_socket(
+    proxy: str | ProxyURL,
+    *,
+    timeout: float = 30.0,
+    source_address: tuple[str, int] | None = None,
+) -> Callable[[str, int], socket.socket]:
+    """A ``get_socket`` hook for :class:`~rawsmtp.SMTPPool` that connects through ``proxy``.
+
+    The URL is checked now, so a bad one fails at once rather than on the first connection.
+    """
+    url = proxy if isinstance(proxy, ProxyURL) else parse_proxy_url(proxy)
+
+    def get_socket(host: str, port: int) -> socket.socket:
+        return connect_via_proxy(url, host, port, timeout=timeout, source_address=source_address)
+
+    return get_socket
+
+
+def _remaining(deadline: float, url: ProxyURL) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"proxy {url}")
+    return left
+
+
+def _resolve_ipv4(host: str, port: int) -> str:
+    """``host`` as an IPv4 literal, resolving a name (SOCKS4 carries no names)."""
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as error:
+        raise SMTPConnectionError(f"cannot resolve {host!r} to IPv4: {error}") from error
+    if not infos:
+        raise SMTPConnectionError(f"{host!r} has no IPv4 address")
+    return str(infos[0][4][0])
