@@ -350,7 +350,8 @@ class SMTPPool:
 
     def _assign(self, connection: Connection, job: Job[_Submission], now: float) -> None:
         submission = job.payload
-        if not submission.future.set_running_or_notify_cancel():
+        future = submission.future  # RUNNING already when this is a retry on a new connection
+        if not future.running() and not future.set_running_or_notify_cancel():
             self._finish_slot(connection, now)
             return
         submission.assigned_at = time.monotonic()
