@@ -241,7 +241,8 @@ class Connection:
         return self.sock.fileno() if self.sock is not None else -1
 
     def wants_write(self) -> bool:
-        return self._connecting or bool(self._sendbuf)
+        # A body still being streamed needs a wake-up even when the buffer has just drained.
+        return self._connecting or bool(self._sendbuf) or self._body is not None
 
     def deadline(self) -> float | None:
         times = [t for t in (self._setup_deadline, self._write_deadline()) if t is not None]
@@ -422,7 +423,9 @@ class Connection:
     def _become_ready(self) -> None:
         assert self.core is not None
         self._ready = True
-        window = 2 if self.core.extensions.pipelining else 1
+        # Three in flight let a pipelining server see each body's dot and the next message's
+        # commands in one write: one round trip per message (the next is queued in the core).
+        window = 3 if self.core.extensions.pipelining else 1
         self.owner.connection_ready(self, window)
 
     def _on_closed(self, event: ConnectionClosed) -> None:

@@ -30,6 +30,9 @@ CHUNK_SIZE = 64 * 1024
 # How much of a stream is read to find its header block when the envelope must come from it.
 MAX_HEADER_BLOCK = 1024 * 1024
 # Group 1 is the empty line: what precedes it is the header block, last line end included.
+# Header fields read from a message (names lower-cased), each with its values in order.
+_Headers = dict[str, list[str]]
+_WANTED_FIELDS = frozenset({"from", "sender", "to", "cc", "bcc", "message-id", "date"})
 _HEADER_END = re.compile(rb"\r?\n(\r?\n)")
 
 
@@ -173,7 +176,7 @@ def _seekable(file: IO[bytes]) -> bool:
 def prepare_message(message: Any, envelope: Envelope | Mapping[str, Any] | None) -> PreparedMessage:
     """Validate and normalise what ``send()`` was given (see the module docstring)."""
     if isinstance(message, email.message.Message):
-        return _from_bytes(_flatten(message), envelope, headers=message)
+        return _from_bytes(_flatten(message), envelope, add_missing=True)
     if isinstance(message, str):
         message = message.encode("utf-8")
     if isinstance(message, bytes | bytearray | memoryview):
@@ -195,21 +198,16 @@ def _flatten(message: email.message.Message) -> bytes:
 
 
 def _from_bytes(
-    data: bytes,
-    envelope: Envelope | Mapping[str, Any] | None,
-    *,
-    headers: email.message.Message | None = None,
+    data: bytes, envelope: Envelope | Mapping[str, Any] | None, *, add_missing: bool = False
 ) -> PreparedMessage:
-    """In-memory content. ``headers`` is the Message it was flattened from: such a message
-    also gets the Message-ID and Date it lacks (raw bytes are sent exactly as given)."""
-    given_message = headers is not None
-    if headers is None:
-        headers = _parse_headers(data)
+    """In-memory content. ``add_missing`` (for an email.message.Message) adds the Message-ID
+    and Date it lacks; raw bytes are sent exactly as given, but for a Bcc field."""
+    headers = _parse_headers(data)
     resolved = _envelope(envelope, headers)
     message_id = _message_id(headers)
-    if "Bcc" in headers:
+    if "bcc" in headers:
         data = _strip_bcc(data)
-    if given_message:
+    if add_missing:
         data, message_id = _add_missing_headers(data, headers, resolved, message_id)
     return PreparedMessage(
         envelope=resolved,
@@ -223,7 +221,7 @@ def _from_bytes(
 
 
 def _add_missing_headers(
-    data: bytes, headers: email.message.Message, envelope: Envelope, message_id: str | None
+    data: bytes, headers: _Headers, envelope: Envelope, message_id: str | None
 ) -> tuple[bytes, str | None]:
     added = b""
     if message_id is None:
@@ -231,7 +229,7 @@ def _add_missing_headers(
         domain = envelope.mail_from.rpartition("@")[2] or "rawsmtp.invalid"
         message_id = email.utils.make_msgid(domain=domain.encode("idna").decode("ascii"))
         added += f"Message-ID: {message_id}\r\n".encode("ascii")
-    if "Date" not in headers:
+    if "date" not in headers:
         added += f"Date: {email.utils.formatdate(localtime=True)}\r\n".encode("ascii")
     return added + data, message_id
 
@@ -246,7 +244,7 @@ def _from_stream(
         headers = _parse_headers(head)
         envelope = _envelope(None, headers)
         message_id = _message_id(headers)
-        prefix = _strip_bcc(head) if "Bcc" in headers else head
+        prefix = _strip_bcc(head) if "bcc" in headers else head
         if size is not None:
             size -= len(head) - len(prefix)
         source = source.replace_head(head, prefix)
@@ -298,10 +296,26 @@ def _header_block(data: bytes) -> bytes:
     return data[: match.end()] if match else data
 
 
-def _parse_headers(data: bytes) -> email.message.Message:
-    # Decoded as UTF-8 (RFC 6532 headers), so non-ASCII addresses come out as the text they are.
-    text = _header_block(data).decode("utf-8", "replace")
-    return email.message_from_string(text, policy=email.policy.compat32)
+def _parse_headers(data: bytes) -> _Headers:
+    """The fields the envelope and the result need, unfolded and decoded as UTF-8 (RFC 6532).
+
+    A scan of the header block, not email.parser: that costs more than the rest of a send.
+    """
+    fields: _Headers = {}
+    current: list[str] | None = None
+    for line in _header_block(data).splitlines():
+        if not line:
+            break
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current[-1] += " " + line.strip().decode("utf-8", "replace")
+            continue
+        name, colon, value = line.partition(b":")
+        key = name.strip().lower().decode("ascii", "replace")
+        current = fields.setdefault(key, []) if colon and key in _WANTED_FIELDS else None
+        if current is not None:
+            current.append(value.strip().decode("utf-8", "replace"))
+    return fields
 
 
 def _strip_bcc(data: bytes) -> bytes:
@@ -321,26 +335,24 @@ def _strip_bcc(data: bytes) -> bytes:
     return b"".join(kept) + data[end:]
 
 
-def _message_id(headers: email.message.Message) -> str | None:
-    value = headers.get("Message-ID")
-    return str(value).strip() if value else None
+def _message_id(headers: _Headers) -> str | None:
+    values = headers.get("message-id")
+    return values[0] if values and values[0] else None
 
 
-def _addresses(headers: email.message.Message, *names: str) -> list[str]:
-    values = [str(v) for name in names for v in headers.get_all(name, [])]
+def _addresses(headers: _Headers, *names: str) -> list[str]:
+    values = [value for name in names for value in headers.get(name, ())]
     return [address for _, address in email.utils.getaddresses(values) if address]
 
 
-def _envelope(
-    given: Envelope | Mapping[str, Any] | None, headers: email.message.Message | None
-) -> Envelope:
+def _envelope(given: Envelope | Mapping[str, Any] | None, headers: _Headers | None) -> Envelope:
     if isinstance(given, Envelope):
         return given
     if given is not None:
         return _envelope_from_mapping(given)
     assert headers is not None
-    senders = _addresses(headers, "Sender") or _addresses(headers, "From")
-    recipients = _addresses(headers, "To", "Cc", "Bcc")
+    senders = _addresses(headers, "sender") or _addresses(headers, "from")
+    recipients = _addresses(headers, "to", "cc", "bcc")
     if not senders:
         raise LocalProtocolError("no envelope given and the message has no From or Sender")
     if not recipients:

@@ -402,7 +402,8 @@ class SMTPPool:
     def _count_dequeued(self) -> None:
         with self._lock:
             self._queued -= 1
-            self._lock.notify_all()
+            if self.options.max_queue is not None:  # only then can a sender be waiting
+                self._lock.notify_all()
 
     def _update_idle(self) -> None:
         idle = self._scheduler.is_idle() and self._queued == 0

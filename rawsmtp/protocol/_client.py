@@ -506,7 +506,8 @@ class ClientConnection:
     # -- reading --------------------------------------------------------------------------------
 
     def _on_reply(self, reply: Reply) -> None:
-        self._trace_line("S", str(reply))
+        if self._trace is not None:
+            self._trace_line("S", str(reply))
         if not self._pending:
             if reply.code == 421:
                 self._close(_response_error(reply, _Expect.QUIT, "service"))
