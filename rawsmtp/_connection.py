@@ -40,6 +40,7 @@ from .protocol import (
     Transaction,
 )
 from .protocol._sasl import SASLMechanism
+from .proxy import ProxyHandshake
 
 __all__ = ["Connection", "ConnectionSettings", "Owner", "SocketPlan"]
 
@@ -57,6 +58,7 @@ class SocketPlan:
     secured: bool
     addresses: tuple[tuple[Any, ...], ...]  # getaddrinfo entries
     local_hostname: str | None  # the machine's FQDN when it has a dot
+    proxy: ProxyHandshake | None = None  # run first when the addresses are a proxy's
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +122,7 @@ class Connection:
         self._tls: TLSLayer | None = None
         self._ssl_socket = False  # get_socket returned an already-secured SSLSocket
         self._addresses: list[tuple[Any, ...]] = []
+        self._proxy: ProxyHandshake | None = None  # until the proxy's tunnel is open
         self._local_hostname: str | None = None
         self._sendbuf = bytearray()
         self._setup_deadline: float | None = now + settings.connection_timeout
@@ -144,6 +147,7 @@ class Connection:
             self._connected(now, secured=plan.secured)
             return
         self._addresses = list(plan.addresses)
+        self._proxy = plan.proxy
         self._connect_next(None)
 
     def _connect_next(self, error: OSError | None) -> None:
@@ -183,7 +187,26 @@ class Connection:
             self._connect_next(OSError(code, errno.errorcode.get(code, str(code))))
             return
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._proxy is not None:
+            self._sendbuf += self._proxy.data_to_send()
+            return
         self._connected(now, secured=False)
+
+    def _on_proxy_bytes(self, data: bytes, now: float) -> None:
+        proxy = self._proxy
+        assert proxy is not None
+        try:
+            proxy.receive_data(data)
+        except SMTPError as error:
+            self.fail_setup(error)
+            return
+        self._sendbuf += proxy.data_to_send()
+        if proxy.done:
+            # The tunnel is open; what came with the proxy's reply is the server's first bytes.
+            self._proxy = None
+            self._connected(now, secured=False)
+            if proxy.leftover:
+                self._on_bytes(proxy.leftover, now)
 
     def _connected(self, now: float, *, secured: bool) -> None:
         if self.settings.secure and not secured:
@@ -255,7 +278,7 @@ class Connection:
 
     def on_timer(self, now: float) -> None:
         if self._setup_deadline is not None and now >= self._setup_deadline:
-            phase = "tls" if self._tls is not None else "connect"
+            phase = "tls" if self._tls else "proxy" if self._proxy and self.sock else "connect"
             self.fail_setup(SMTPTimeoutError(f"{phase} timed out", phase=phase))
         elif (deadline := self._write_deadline()) is not None and now >= deadline:
             self._lose(SMTPTimeoutError("the server stopped reading", phase="send"))
@@ -284,6 +307,13 @@ class Connection:
             self._lose(SMTPConnectionError(f"connection error: {error}"))
             return
         self._last_progress = now
+        if self._proxy is not None:
+            self._on_proxy_bytes(data, now)
+        else:
+            self._on_bytes(data, now)
+
+    def _on_bytes(self, data: bytes, now: float) -> None:
+        """Received bytes (b"": end of stream), through TLS when it is active."""
         if not data or self._tls is None or self._ssl_socket:
             self._receive_plaintext(data, now, eof=not data)
             return

@@ -15,7 +15,6 @@ import difflib
 import logging
 import math
 import ssl
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -24,6 +23,7 @@ from ._errors import SMTPConfigError
 from ._services import Service, lookup_service
 from ._tls import TLS_FLAGS, canonical_tls_key, normalize_tls
 from .protocol import LocalProtocolError, validate_hostname
+from .proxy import parse_proxy_url
 
 __all__ = ["Options", "canonical_option", "make_options", "option_text_value", "tls_text_value"]
 
@@ -148,18 +148,8 @@ def _tls(option: str, value: Any) -> ssl.SSLContext | dict[str, Any]:
     return normalize_tls(value)
 
 
-_PROXY_SCHEMES = ("socks5", "socks5h", "socks4", "socks4a", "http", "https")
-
-
 def _proxy(option: str, value: Any) -> str:
-    url = urllib.parse.urlsplit(_text(option, value))
-    try:
-        url.port  # noqa: B018 -- parsing the port is the check
-    except ValueError as error:
-        raise _fail(option, f"bad port in {value!r}") from error
-    if url.scheme.lower() not in _PROXY_SCHEMES or not url.hostname:
-        schemes = ", ".join(f"{s}://" for s in _PROXY_SCHEMES)
-        raise _fail(option, f"must be a URL with a host and one of {schemes}; got {value!r}")
+    parse_proxy_url(_text(option, value))  # raises SMTPConfigError(option="proxy"), no password
     return str(value)
 
 

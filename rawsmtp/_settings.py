@@ -25,6 +25,7 @@ from .auth import (
 )
 from .protocol import ClientConnection, LocalProtocolError
 from .protocol._sasl import SASLMechanism
+from .proxy import parse_proxy_url, resolve_ipv4, start_handshake
 
 __all__ = ["connection_settings", "make_socket_plan", "pool_options"]
 
@@ -117,8 +118,33 @@ def make_socket_plan(options: Options) -> SocketPlan:
             if not isinstance(sock, socket.socket):
                 raise LocalProtocolError("get_socket must return a socket, (socket, bool) or None")
             return SocketPlan(sock=sock, secured=bool(secured), addresses=(), local_hostname=fqdn)
+    if options.proxy is not None:
+        return _proxy_plan(options, fqdn)
+    return SocketPlan(
+        sock=None,
+        secured=False,
+        addresses=_resolve(options.host, options.port),
+        local_hostname=fqdn,
+    )
+
+
+def _proxy_plan(options: Options, fqdn: str | None) -> SocketPlan:
+    """Connect to the proxy, with a handshake that asks it for the target (SOCKS4: by address)."""
+    url = parse_proxy_url(options.proxy or "")
+    target = (
+        resolve_ipv4(options.host, options.port) if url.needs_local_resolution else options.host
+    )
+    return SocketPlan(
+        sock=None,
+        secured=False,
+        addresses=_resolve(url.host, url.port),
+        local_hostname=fqdn,
+        proxy=start_handshake(url, target, options.port),
+    )
+
+
+def _resolve(host: str, port: int) -> tuple[tuple[Any, ...], ...]:
     try:
-        addresses = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)
+        return tuple(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
     except OSError as error:
-        raise SMTPConnectionError(f"cannot resolve {options.host!r}: {error}") from error
-    return SocketPlan(sock=None, secured=False, addresses=tuple(addresses), local_hostname=fqdn)
+        raise SMTPConnectionError(f"cannot resolve {host!r}: {error}") from error

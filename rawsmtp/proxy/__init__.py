@@ -15,7 +15,7 @@ Example::
 """
 
 from ._base import ProxyHandshake
-from ._blocking import connect_via_proxy, proxy_get_socket
+from ._blocking import connect_via_proxy, proxy_get_socket, resolve_ipv4
 from ._handshake import start_handshake
 from ._http import MAX_HEAD_SIZE, HTTPConnectHandshake
 from ._socks4 import SOCKS4_REPLIES, Socks4Handshake
@@ -37,5 +37,6 @@ __all__ = [
     "parse_proxy_url",
     "proxy_get_socket",
     "redact_url",
+    "resolve_ipv4",
     "start_handshake",
 ]

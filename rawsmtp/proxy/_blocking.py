@@ -16,7 +16,7 @@ from .._errors import SMTPConnectionError, SMTPProxyError, SMTPTimeoutError
 from ._handshake import start_handshake
 from ._url import ProxyURL, parse_proxy_url
 
-__all__ = ["connect_via_proxy", "proxy_get_socket"]
+__all__ = ["connect_via_proxy", "proxy_get_socket", "resolve_ipv4"]
 
 
 def connect_via_proxy(
@@ -37,7 +37,7 @@ def connect_via_proxy(
     """
     url = proxy if isinstance(proxy, ProxyURL) else parse_proxy_url(proxy)
     if url.needs_local_resolution:
-        host = _resolve_ipv4(host, port)
+        host = resolve_ipv4(host, port)
     handshake = start_handshake(url, host, port)  # checks the target before connecting
     deadline = time.monotonic() + timeout
     try:
@@ -98,7 +98,7 @@ def _remaining(deadline: float, url: ProxyURL) -> float:
     return left
 
 
-def _resolve_ipv4(host: str, port: int) -> str:
+def resolve_ipv4(host: str, port: int) -> str:
     """``host`` as an IPv4 literal, resolving a name (SOCKS4 carries no names)."""
     try:
         return str(ipaddress.IPv4Address(host))
