@@ -295,7 +295,6 @@ def test_tls_option() -> None:
         "socks4://p:1080",
         "socks4a://p",
         "http://user:pw@proxy.example:3128",
-        "https://proxy.example",
         "SOCKS5://p:1080",
         "socks5://[::1]:1080",
     ],
@@ -306,7 +305,17 @@ def test_proxy_accepted(proxy: str) -> None:
 
 @pytest.mark.parametrize(
     "proxy",
-    ["ftp://p", "p:1080", "socks5://", "socks5://p:99999", "socks5://p:x", "", 1080, "http:///x"],
+    [
+        "ftp://p",
+        "https://proxy.example",
+        "p:1080",
+        "socks5://",
+        "socks5://p:99999",
+        "socks5://p:x",
+        "",
+        1080,
+        "http:///x",
+    ],
 )
 def test_proxy_rejected(proxy: Any) -> None:
     assert config_error(proxy=proxy).option == "proxy"
