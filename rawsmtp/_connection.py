@@ -296,6 +296,11 @@ class Connection:
 
     def on_readable(self, now: float) -> None:
         assert self.sock is not None
+        if self._connecting:
+            # A loop may report "readable" (the greeting is in) before "writable": finish the
+            # connect; the bytes stay in the socket for the next readiness report.
+            self._finish_connect(now)
+            return
         try:
             data = self.sock.recv(_RECV_SIZE)
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):

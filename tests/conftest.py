@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pool_drivers import DRIVERS
 from smtp_helpers import MailStore
 
 STATE = Path(os.environ.get("RAWSMTP_SERVER_STATE", "/tmp/rawsmtp-servers"))
@@ -49,6 +50,12 @@ def servers() -> Servers:
     except OSError as error:
         _unavailable(f"postfix not answering: {error}")
     return result
+
+
+@pytest.fixture(params=list(DRIVERS))
+def pool_factory(request: pytest.FixtureRequest) -> Any:
+    """Each pool driver in turn (selectors, asyncio) behind the synchronous interface."""
+    return DRIVERS[request.param]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

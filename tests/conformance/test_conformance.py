@@ -39,8 +39,8 @@ class Target:
     server: SMTPTestServer | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def pool(self, **options: Any) -> rawsmtp.SMTPPool:
-        return rawsmtp.SMTPPool(**{**self.options, **options})
+    def pool(self, factory: Callable[..., Any], **options: Any) -> Any:
+        return factory(**{**self.options, **options})
 
 
 def _test_server_target(start: Callable[..., SMTPTestServer], kind: str) -> Target:
@@ -135,10 +135,10 @@ def envelope(*recipients: str) -> dict[str, Any]:
     return {"from": "sender@example.org", "to": list(recipients)}
 
 
-def test_a_message_is_delivered(target: Target) -> None:
+def test_a_message_is_delivered(target: Target, pool_factory: Callable[..., Any]) -> None:
     recipient = f"{unique('conf')}@{DOMAIN}"
     marker = unique("marker")
-    with target.pool() as pool:
+    with target.pool(pool_factory) as pool:
         result = pool.send(message(recipient, marker), envelope(recipient)).result(timeout=30)
     assert result.accepted == (recipient,)
     assert result.rejected == ()
@@ -149,9 +149,11 @@ def test_a_message_is_delivered(target: Target) -> None:
     assert marker.encode() + b"\n.a line that starts with a dot\n" in body
 
 
-def test_a_rejected_recipient_is_reported_among_accepted_ones(target: Target) -> None:
+def test_a_rejected_recipient_is_reported_among_accepted_ones(
+    target: Target, pool_factory: Callable[..., Any]
+) -> None:
     recipient = f"{unique('conf')}@{DOMAIN}"
-    with target.pool() as pool:
+    with target.pool(pool_factory) as pool:
         future = pool.send(message(recipient, "partial"), envelope(recipient, target.reject))
         result = future.result(timeout=30)
     assert result.accepted == (recipient,)
@@ -162,9 +164,11 @@ def test_a_rejected_recipient_is_reported_among_accepted_ones(target: Target) ->
     target.fetch(recipient, 1)
 
 
-def test_twenty_messages_over_three_connections(target: Target) -> None:
+def test_twenty_messages_over_three_connections(
+    target: Target, pool_factory: Callable[..., Any]
+) -> None:
     recipient = f"{unique('conf20')}@{DOMAIN}"
-    with target.pool(max_connections=3) as pool:
+    with target.pool(pool_factory, max_connections=3) as pool:
         futures = [
             pool.send(message(recipient, f"seq={index}"), envelope(recipient))
             for index in range(20)
@@ -179,6 +183,6 @@ def test_twenty_messages_over_three_connections(target: Target) -> None:
         assert 1 <= target.server.connections <= 3
 
 
-def test_verify(target: Target) -> None:
-    with target.pool() as pool:
+def test_verify(target: Target, pool_factory: Callable[..., Any]) -> None:
+    with target.pool(pool_factory) as pool:
         assert pool.verify() is True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +111,9 @@ def settle(threads: int, sockets: int) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_pool_ends_each_fault_with_a_typed_error_or_a_requeue(case: Case) -> None:
+def test_pool_ends_each_fault_with_a_typed_error_or_a_requeue(
+    case: Case, pool_factory: Callable[..., Any]
+) -> None:
     threads, sockets = threading.active_count(), open_sockets()
     with SMTPTestServer(**case.server) as server:
         options: dict[str, Any] = {
@@ -124,7 +127,7 @@ def test_pool_ends_each_fault_with_a_typed_error_or_a_requeue(case: Case) -> Non
             **case.pool,
         }
         started = time.monotonic()
-        with rawsmtp.SMTPPool(**options) as pool:
+        with pool_factory(**options) as pool:
             future = pool.send(MESSAGE, {"from": "s@x.test", "to": list(case.to)})
             if case.expect is None:
                 result = future.result(timeout=10)
