@@ -276,6 +276,9 @@ class SMTPTestServer:
             task = asyncio.current_task()
             assert task is not None
             sessions[task] = writer
+            # asyncio only sets TCP_NODELAY when the listener was made with proto=IPPROTO_TCP;
+            # without it, Nagle holds each pipelined reply for the client's delayed ACK (40 ms).
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             number = self._hub.connected()
             try:
                 await Session(self.settings, self._hub, reader, writer, number).run()
