@@ -191,8 +191,11 @@ class Scheduler(Generic[PayloadT]):
         """The earliest time at which :meth:`decide` may decide something new by itself."""
         times: list[float] = []
         if self._queue:
-            # Jobs in backoff were requeued at the front, so the head holds the earliest.
-            times.append(min(job.not_before for job in islice(self._queue, _SCAN)))
+            # Jobs in backoff were requeued at the front, so the head holds the earliest. A job
+            # already due is waiting for room on a connection, which a reply brings, not time.
+            due = min(job.not_before for job in islice(self._queue, _SCAN))
+            if due > now:
+                times.append(due)
             if self.rate_limit is not None and len(self._starts) >= self.rate_limit:
                 times.append(self._starts[0] + self.rate_delta)
             if self._reopen_at > now:
