@@ -131,6 +131,7 @@ class Connection:
         self._body: Iterator[bytes] | None = None
         self._body_error: tuple[Transaction, BaseException] | None = None
         self._retried_auth = False
+        self._setup_error: SMTPError | None = None  # reported when the polite QUIT completes
         self._ready = False
         self._closed = False
         self.log = settings.logger
@@ -453,7 +454,11 @@ class Connection:
             self.log.info("[%d] authentication failed, renewing the token", self.id)
             self._authenticate(renew=True)
             return
-        self.fail_setup(event.error)
+        # The server is fine, only our credentials are not: say QUIT rather than hang up.
+        assert self.core is not None
+        self._setup_error = event.error
+        self.core.quit()
+        self._process(self._last_progress)
 
     def _become_ready(self) -> None:
         assert self.core is not None
@@ -467,13 +472,20 @@ class Connection:
         self._closed = True
         self._close_socket()
         if self._body_error is not None:
+            # The caller's file or iterable failed mid-message: the server never saw the end,
+            # so the message is not delivered, and not retried either.
             transaction, error = self._body_error
             failed = SMTPConnectionError(f"reading the message failed: {error}")
             failed.__cause__ = error
+            self.owner.message_done(self, MessageFailed(transaction=transaction, error=failed))
             event = ConnectionClosed(
                 error=event.error,
                 unsent=tuple(t for t in event.unsent if t is not transaction),
-                unconfirmed=(*event.unconfirmed, transaction),
+                unconfirmed=tuple(t for t in event.unconfirmed if t is not transaction),
+            )
+        if self._setup_error is not None:  # closed politely (QUIT) after a failed set-up step
+            event = ConnectionClosed(
+                error=self._setup_error, unsent=event.unsent, unconfirmed=event.unconfirmed
             )
         self.owner.connection_closed(self, event, setup_failed=not self._ready)
 

@@ -331,6 +331,7 @@ def test_lmtp_reports_per_recipient_delivery() -> None:
     [accepted] = session.server(b"452 4.2.2 over quota\r\n")
     assert isinstance(accepted, MessageAccepted)
     assert accepted.accepted == ("a@test",)
+    assert accepted.reply.code == 250  # the delivery that succeeded, not the last reply
     assert accepted.rejected["b@test"].code == 550 and accepted.rejected["c@test"].code == 452
 
 

@@ -147,6 +147,7 @@ class _Message:
     encoder: DataEncoder | ChunkingEncoder | None = None  # set while the body may be sent
     end_sent: bool = False
     lmtp_replies: int = 0  # LMTP replies to the data received so far
+    lmtp_success: Reply | None = None  # the last LMTP delivery reply that succeeded
 
     def failure(self) -> SMTPResponseError:
         if self.error is not None:
@@ -677,7 +678,9 @@ class ClientConnection:
     def _on_lmtp_reply(self, reply: Reply, pending: _Pending, message: _Message) -> None:
         """LMTP answers the data once per accepted recipient, in RCPT order (RFC 2033)."""
         recipient = message.accepted[message.lmtp_replies]
-        if not reply.is_success:
+        if reply.is_success:
+            message.lmtp_success = reply
+        else:
             message.rejected[recipient] = _response_error(reply, pending.expect, "delivery")
         message.lmtp_replies += 1
         if message.lmtp_replies < len(message.accepted):
@@ -686,7 +689,7 @@ class ClientConnection:
         delivered = tuple(r for r in message.accepted if r not in message.rejected)
         message.accepted = list(delivered)
         if delivered:
-            self._report_accepted(message, reply)
+            self._report_accepted(message, message.lmtp_success or reply)
         else:
             message.error = message.rejected[recipient]
             self._report_failed(message)
