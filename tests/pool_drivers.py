@@ -35,6 +35,13 @@ class AsyncioPool:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def send(self, message: Any, envelope: Any = None) -> Future[rawsmtp.SendResult]:
+        if self._loop.is_closed():  # closed: the pool answers at once, on any loop
+            future: Future[rawsmtp.SendResult] = Future()
+            try:
+                future.set_result(asyncio.run(self._pool.send(message, envelope)))
+            except Exception as error:
+                future.set_exception(error)
+            return future
         return asyncio.run_coroutine_threadsafe(self._pool.send(message, envelope), self._loop)
 
     def verify(self) -> bool:

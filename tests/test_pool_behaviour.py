@@ -1,0 +1,103 @@
+"""Pool life-cycle behaviour, against the test server, for both drivers (selectors, asyncio):
+recycling after max_messages, polite idle QUIT, connection age, queue bounds, idle callbacks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import rawsmtp
+from rawsmtp.testing import SMTPTestServer
+
+MESSAGE = b"From: <s@x.test>\r\nTo: <r@x.test>\r\nSubject: life\r\n\r\nhello\r\n"
+
+
+def options(server: SMTPTestServer, **extra: Any) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": server.port, "ignore_tls": True, **extra}
+
+
+def quits(server: SMTPTestServer) -> int:
+    return sum(1 for record in server.commands if record.line.upper() == "QUIT")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_connections_are_recycled_after_max_messages(pool_factory: Callable[..., Any]) -> None:
+    with SMTPTestServer() as server:
+        with pool_factory(**options(server, max_connections=1, max_messages=2)) as pool:
+            for future in [pool.send(MESSAGE) for _ in range(5)]:
+                future.result(timeout=10)
+        assert len(server.messages) == 5
+        per_connection = [m.connection for m in server.messages]
+        assert max(per_connection.count(c) for c in set(per_connection)) == 2
+        assert server.connections == 3 and quits(server) == 3  # each one said QUIT
+
+
+def test_idle_connections_are_closed_politely(pool_factory: Callable[..., Any]) -> None:
+    with SMTPTestServer() as server:
+        with pool_factory(**options(server, idle_timeout=0.3)) as pool:
+            pool.send(MESSAGE).result(timeout=10)
+            assert wait_until(lambda: quits(server) == 1)  # before close(): the idle timeout
+            assert wait_until(lambda: server.active_connections == 0)
+            pool.send(MESSAGE).result(timeout=10)  # a fresh connection takes over
+        assert server.connections == 2 and len(server.messages) == 2
+
+
+def test_max_connection_age_retires_between_messages(pool_factory: Callable[..., Any]) -> None:
+    with SMTPTestServer() as server:
+        with pool_factory(**options(server, max_connection_age=0.2)) as pool:
+            pool.send(MESSAGE).result(timeout=10)
+            time.sleep(0.4)
+            pool.send(MESSAGE).result(timeout=10)
+        assert server.connections == 2
+
+
+def test_on_idle_fires_when_the_queue_drains(pool_factory: Callable[..., Any]) -> None:
+    with SMTPTestServer() as server:
+        idle = threading.Event()
+        with pool_factory(**options(server, max_connections=2)) as pool:
+            pool.on_idle(idle.set)
+            futures = [pool.send(MESSAGE) for _ in range(10)]
+            for future in futures:
+                future.result(timeout=10)
+            assert idle.wait(5) and pool.is_idle() and pool.pending == 0
+
+
+def test_max_queue_blocks_or_fails_fast() -> None:
+    with SMTPTestServer() as server:
+        with rawsmtp.SMTPPool(
+            **options(server, max_connections=1, max_queue=2, rate_limit=1, rate_delta=60.0)
+        ) as pool:
+            first = pool.send(MESSAGE)
+            first.result(timeout=10)
+            queued = [pool.send(MESSAGE), pool.send(MESSAGE)]
+            assert pool.pending == 2
+            with pytest.raises(rawsmtp.SMTPQueueFullError):
+                pool.send(MESSAGE, block=False)
+            started = time.monotonic()
+            with pytest.raises(rawsmtp.SMTPQueueFullError):
+                pool.send(MESSAGE, timeout=0.2)
+            assert time.monotonic() - started >= 0.2
+            assert queued[0].cancel()
+            pool.send(MESSAGE, timeout=5)  # waits until the cancel has made room
+        assert len(server.messages) == 1
+
+
+def test_send_after_close_fails_at_once(pool_factory: Callable[..., Any]) -> None:
+    with SMTPTestServer() as server:
+        pool = pool_factory(**options(server))
+        pool.send(MESSAGE).result(timeout=10)
+        pool.close()
+        with pytest.raises(rawsmtp.SMTPPoolClosedError):
+            pool.send(MESSAGE).result(timeout=5)
