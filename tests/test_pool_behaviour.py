@@ -101,3 +101,27 @@ def test_send_after_close_fails_at_once(pool_factory: Callable[..., Any]) -> Non
         pool.close()
         with pytest.raises(rawsmtp.SMTPPoolClosedError):
             pool.send(MESSAGE).result(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("message", "envelope", "needs"),
+    [
+        ("From: a@x.test\r\nTo: r@x.test\r\n\r\nGrüße\r\n", None, "8BITMIME"),
+        (b"Subject: x\r\n\r\nx\r\n", {"from": "jörg@x.test", "to": ["r@x.test"]}, "SMTPUTF8"),
+        (b"x" * 2000, {"from": "a@x.test", "to": ["r@x.test"]}, "SIZE"),
+    ],
+)
+def test_what_the_server_lacks_fails_before_a_byte_and_the_pool_goes_on(
+    pool_factory: Callable[..., Any], message: Any, envelope: Any, needs: str
+) -> None:
+    with SMTPTestServer(capabilities=["PIPELINING", "SIZE 1000"]) as server:
+        with pool_factory(**options(server)) as pool:
+            with pytest.raises(rawsmtp.SMTPCapabilityError, match=needs):
+                pool.send(message, envelope).result(timeout=10)
+            pool.send(MESSAGE).result(timeout=10)
+        assert len(server.messages) == 1
+        assert not any(
+            record.line.upper().startswith("MAIL") and "x.test" not in record.line
+            for record in server.commands
+        )
+        assert sum(1 for r in server.commands if r.line.upper().startswith("MAIL")) == 1
