@@ -120,8 +120,5 @@ def test_what_the_server_lacks_fails_before_a_byte_and_the_pool_goes_on(
                 pool.send(message, envelope).result(timeout=10)
             pool.send(MESSAGE).result(timeout=10)
         assert len(server.messages) == 1
-        assert not any(
-            record.line.upper().startswith("MAIL") and "x.test" not in record.line
-            for record in server.commands
-        )
+        # Only the good message's MAIL reached the server: the refused one wrote nothing.
         assert sum(1 for r in server.commands if r.line.upper().startswith("MAIL")) == 1
