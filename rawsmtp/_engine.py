@@ -41,7 +41,7 @@ from .protocol import (
     Transaction,
 )
 
-__all__ = ["Driver", "PoolEngine", "Submission"]
+__all__ = ["Driver", "EngineFacade", "PoolEngine", "Submission"]
 
 
 class Driver(Protocol):
@@ -401,3 +401,27 @@ class PoolEngine:
         if not future.running() and not future.set_running_or_notify_cancel():
             return
         future.set_exception(error)
+
+
+class EngineFacade:
+    """What both public pools show of their engine, written once."""
+
+    _engine: PoolEngine
+
+    @property
+    def options(self) -> Options:
+        """The validated options (see the README's table)."""
+        return self._engine.options
+
+    def on_idle(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the pool's loop; keep it short) whenever the pool becomes idle."""
+        self._engine.idle_callbacks.append(callback)
+
+    def is_idle(self) -> bool:
+        """True when nothing is queued and another message would start at once."""
+        return self._engine.idle
+
+    @property
+    def pending(self) -> int:
+        """Messages queued and not yet started."""
+        return self._engine.queued

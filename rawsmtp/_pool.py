@@ -20,15 +20,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ._connection import Connection
-from ._engine import PoolEngine, Submission
+from ._engine import EngineFacade, PoolEngine, Submission
 from ._errors import SMTPConnectionError, SMTPPoolClosedError
-from ._options import Options
 from ._result import SendResult
 
 __all__ = ["SMTPPool"]
 
 
-class SMTPPool:
+class SMTPPool(EngineFacade):
     """A pool of SMTP connections. Options are described in the README (and DESIGN.md)."""
 
     def __init__(self, **options: Any) -> None:
@@ -45,10 +44,6 @@ class SMTPPool:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._registered: dict[Connection, int] = {}  # connection -> its registered event mask
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rawsmtp-worker")
-
-    @property
-    def options(self) -> Options:
-        return self._engine.options
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -91,19 +86,6 @@ class SMTPPool:
         future: Future[bool] = Future()
         self._post(lambda now: self._engine.start_verify(future, now))
         return future.result()
-
-    def on_idle(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (on the pool's thread; keep it short) whenever the pool becomes idle."""
-        self._engine.idle_callbacks.append(callback)
-
-    def is_idle(self) -> bool:
-        """True when nothing is queued and another message would start at once."""
-        return self._engine.idle
-
-    @property
-    def pending(self) -> int:
-        """Messages queued and not yet started."""
-        return self._engine.queued
 
     def close(self) -> None:
         """Stop taking messages; let in-flight ones finish; QUIT every connection; fail queued

@@ -18,15 +18,14 @@ from concurrent.futures import Future
 from typing import Any
 
 from ._connection import Connection
-from ._engine import PoolEngine, Submission
+from ._engine import EngineFacade, PoolEngine, Submission
 from ._errors import SMTPConnectionError, SMTPPoolClosedError
-from ._options import Options
 from ._result import SendResult
 
 __all__ = ["SMTPPool"]
 
 
-class SMTPPool:
+class SMTPPool(EngineFacade):
     """An SMTP pool on the running asyncio loop (create and use it from one loop)."""
 
     def __init__(self, **options: Any) -> None:
@@ -37,10 +36,6 @@ class SMTPPool:
         self._timer_at: float | None = None
         self._sync_scheduled = False
         self._finished = asyncio.Event()
-
-    @property
-    def options(self) -> Options:
-        return self._engine.options
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -69,17 +64,6 @@ class SMTPPool:
         future: Future[bool] = Future()
         self._call(lambda now: self._engine.start_verify(future, now))
         return await asyncio.wrap_future(future)
-
-    def on_idle(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` on the loop whenever the pool becomes idle."""
-        self._engine.idle_callbacks.append(callback)
-
-    def is_idle(self) -> bool:
-        return self._engine.idle
-
-    @property
-    def pending(self) -> int:
-        return self._engine.queued
 
     async def aclose(self) -> None:
         """Graceful close, as ``rawsmtp.SMTPPool.close()``: in-flight messages finish, QUIT."""
