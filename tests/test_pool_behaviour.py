@@ -3,6 +3,7 @@ recycling after max_messages, polite idle QUIT, connection age, queue bounds, id
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -122,3 +123,28 @@ def test_what_the_server_lacks_fails_before_a_byte_and_the_pool_goes_on(
         assert len(server.messages) == 1
         # Only the good message's MAIL reached the server: the refused one wrote nothing.
         assert sum(1 for r in server.commands if r.line.upper().startswith("MAIL")) == 1
+
+
+def test_local_address_binds_outgoing_connections(pool_factory: Callable[..., Any]) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    peers: list[str] = []
+
+    def serve() -> None:
+        conn, peer = listener.accept()
+        peers.append(peer[0])
+        conn.sendall(b"554 5.7.1 no service for you\r\n")
+        conn.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        with (
+            pool_factory(host="127.0.0.1", port=port, local_address="127.0.0.2") as pool,
+            pytest.raises(rawsmtp.SMTPResponseError) as info,
+        ):
+            pool.verify()
+        assert info.value.code == 554 and peers == ["127.0.0.2"]
+    finally:
+        thread.join(5)
+        listener.close()
