@@ -1,6 +1,11 @@
-"""rawsmtp: a pooled SMTP client with a sans-I/O protocol core, on the standard library alone."""
+"""rawsmtp: a pooled SMTP client with a sans-I/O protocol core, on the standard library alone.
 
-from . import auth
+``rawsmtp.SMTPPool`` (threads) and ``rawsmtp.aio.SMTPPool`` (asyncio) send; ``rawsmtp.protocol``
+is the sans-I/O core; ``rawsmtp.auth`` the SASL mechanisms; ``rawsmtp.proxy`` the proxy
+handshakes; ``rawsmtp.testing`` a fault-injecting test server.
+"""
+
+from . import auth, proxy
 from ._errors import (
     SMTPConfigError,
     SMTPConnectionError,
@@ -49,5 +54,6 @@ __all__ = [
     "SMTPTimeoutError",
     "SendResult",
     "auth",
+    "proxy",
     "create_transport",
 ]
