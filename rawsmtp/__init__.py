@@ -54,6 +54,6 @@ __all__ = [
     "SMTPTimeoutError",
     "SendResult",
     "auth",
-    "proxy",
     "create_transport",
+    "proxy",
 ]
