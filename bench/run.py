@@ -11,6 +11,7 @@ Prints a table, then one JSON line per workload.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import resource
@@ -72,9 +73,19 @@ def child_rawsmtp(port: int, count: int, connections: int) -> int:
     ) as pool:
         envelope = rawsmtp.Envelope(mail_from=SENDER, rcpt_to=tuple(RECIPIENTS))
         futures = [pool.send(MESSAGE_1K, envelope) for _ in range(count)]
-        for future in futures:
-            future.result(timeout=600)
+        _wait_all(futures)
     return count
+
+
+def _wait_all(futures: list[Any]) -> None:
+    """Wait once for all (as a bulk sender does), then surface any error.
+
+    Calling ``result()`` on each in turn also works, but wakes the waiting thread once per
+    message, and that thread then competes with the pool's for the GIL (about 25% more CPU).
+    """
+    concurrent.futures.wait(futures, timeout=600)
+    for future in futures:
+        future.result(timeout=0)
 
 
 def child_smtplib(port: int, count: int, connections: int) -> int:
@@ -112,8 +123,7 @@ def child_queued(port: int, count: int) -> int:
 
     with rawsmtp.SMTPPool(host="127.0.0.1", port=port, ignore_tls=True, max_connections=5) as pool:
         futures = [pool.send(MESSAGE_1K) for _ in range(count)]
-        for future in futures:
-            future.result(timeout=600)
+        _wait_all(futures)
     return count
 
 

@@ -112,11 +112,20 @@ class PoolEngine:
         self.connections: set[Connection] = set()
         self.stopping = False
         self.closed = False  # no more send(); set from the caller's thread
-        self.lock = threading.Condition()  # guards ``queued`` for callers in other threads
-        self.queued = 0  # messages waiting (mirrors the scheduler for other threads)
+        # Messages waiting, readable from any thread: ``queued`` = entered - left. Callers add
+        # under the lock; only the loop counts departures, without the lock on the hot path
+        # (a lone writer), taking it only to wake senders blocked on ``max_queue``.
+        self.lock = threading.Condition()
+        self._entered = 0
+        self._left = 0
         self.idle = True
         self.idle_callbacks: list[Callable[[], None]] = []
         self._verifying: dict[Connection, Future[bool]] = {}
+
+    @property
+    def queued(self) -> int:
+        """Messages submitted and not yet started (or failed)."""
+        return self._entered - self._left
 
     # -- the caller's side (any thread) ---------------------------------------------------------
 
@@ -137,7 +146,7 @@ class PoolEngine:
             if self.closed:
                 future.set_exception(SMTPPoolClosedError("the pool is closed"))
                 return future
-            self.queued += 1
+            self._entered += 1
             self.idle = False
         return submission
 
@@ -318,7 +327,7 @@ class PoolEngine:
             elif submission.job is not None and not self.stopping:
                 requeue.append(submission.job)
                 with self.lock:
-                    self.queued += 1
+                    self._entered += 1
             else:
                 self._fail(submission, SMTPPoolClosedError("the pool is closed"))
         return requeue
@@ -375,9 +384,9 @@ class PoolEngine:
         raise LookupError("no connection for slot")  # pragma: no cover - a bug
 
     def _count_dequeued(self) -> None:
-        with self.lock:
-            self.queued -= 1
-            if self.options.max_queue is not None:  # only then can a sender be waiting
+        self._left += 1
+        if self.options.max_queue is not None:  # only then can a sender be waiting
+            with self.lock:
                 self.lock.notify_all()
 
     def _update_idle(self) -> None:
