@@ -57,6 +57,9 @@ __all__ = ["ClientConfig", "ClientConnection", "State"]
 
 
 class State(enum.Enum):
+    # Members are singletons: identity hashing is correct and far cheaper than Enum's own.
+    __hash__ = object.__hash__
+
     GREETING = "GREETING"  # connected, waiting for the server's 220
     EHLO = "EHLO"  # EHLO or LHLO sent
     HELO = "HELO"  # HELO sent after EHLO was refused
@@ -120,6 +123,8 @@ class ClientConfig:
 class _Expect(enum.Enum):
     """What an awaited reply answers."""
 
+    __hash__ = object.__hash__  # see State
+
     GREETING = "greeting"
     EHLO = "EHLO"
     HELO = "HELO"
@@ -148,6 +153,7 @@ class _Message:
     end_sent: bool = False
     lmtp_replies: int = 0  # LMTP replies to the data received so far
     lmtp_success: Reply | None = None  # the last LMTP delivery reply that succeeded
+    checked: bool = False  # capabilities already checked against the final EHLO
 
     def failure(self) -> SMTPResponseError:
         if self.error is not None:
@@ -296,9 +302,11 @@ class ClientConnection:
         not to offer what the message needs.
         """
         self._require("send_mail")
-        if self._state is State.READY:
+        message = self._new_message(transaction)
+        if self._state is State.READY:  # the capabilities are final: check once, here
             self._check_capabilities(transaction)
-        self._queue.append(self._new_message(transaction))
+            message.checked = True
+        self._queue.append(message)
         self._pump()
 
     def send_body(self, chunk: bytes) -> None:
@@ -471,7 +479,8 @@ class ClientConnection:
     def _start_next(self) -> None:
         message = self._queue.popleft()
         try:
-            self._check_capabilities(message.transaction)
+            if not message.checked:
+                self._check_capabilities(message.transaction)
         except SMTPCapabilityError as error:
             # Queued before EHLO told us what the server offers: refuse it without a byte sent.
             self._events.append(MessageFailed(transaction=message.transaction, error=error))

@@ -55,6 +55,8 @@ class Reply:
 
 
 def _enhanced_code(code: int, first_line: str) -> str | None:
+    if first_line[:1] not in ("2", "4", "5"):
+        return None  # no regex for the many replies without an enhanced code
     match = _ENHANCED.match(first_line)
     if match is None or match.group(1) != str(code)[0]:
         return None
@@ -122,12 +124,12 @@ class ReplyParser:
         match = _LINE.fullmatch(line)
         if match is None:
             raise RemoteProtocolError(f"malformed reply line: {line[:80]!r}")
-        code = int(match.group(1))
+        code_digits, separator, text = match.groups()
+        code = int(code_digits)
         if self._code is not None and code != self._code:
             raise RemoteProtocolError(
                 f"reply code changed within a multi-line reply ({self._code} then {code})"
             )
-        separator, text = match.group(2), match.group(3)
         if separator == b"" and text:
             raise RemoteProtocolError(f"malformed reply line: {line[:80]!r}")
         self._code = code
