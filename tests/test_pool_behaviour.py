@@ -148,3 +148,15 @@ def test_local_address_binds_outgoing_connections(pool_factory: Callable[..., An
     finally:
         thread.join(5)
         listener.close()
+
+
+def test_required_tls_is_never_downgraded(pool_factory: Callable[..., Any]) -> None:
+    """smtplib-style STARTTLS stripping: a server (or attacker) hiding STARTTLS gets no mail."""
+    with SMTPTestServer() as server:  # offers no STARTTLS
+        with (
+            pool_factory(**options(server, ignore_tls=False, require_tls=True)) as pool,
+            pytest.raises(rawsmtp.SMTPTLSError),
+        ):
+            pool.send(MESSAGE).result(timeout=10)
+        assert server.messages == []
+        assert not any(r.line.upper().startswith(("MAIL", "AUTH")) for r in server.commands)
