@@ -74,6 +74,15 @@ class Submission:
     body_started: bool = False
     sent_bytes: int = 0
     last_error: SMTPError | None = field(default=None, repr=False)
+    running: bool = False  # the future was moved to RUNNING (only the loop does that)
+
+    def start(self) -> bool:
+        """Move the future to RUNNING once; False when the caller cancelled it first."""
+        if not self.running:
+            if not self.future.set_running_or_notify_cancel():
+                return False
+            self.running = True
+        return True
 
     def chunks(self) -> Iterator[bytes]:
         self.body_started = True
@@ -336,8 +345,7 @@ class PoolEngine:
 
     def _assign(self, connection: Connection, job: Job[Submission], now: float) -> None:
         submission = job.payload
-        future = submission.future  # RUNNING already when this is a retry on a new connection
-        if not future.running() and not future.set_running_or_notify_cancel():
+        if not submission.start():  # cancelled while queued
             self._finish_slot(connection, now)
             return
         submission.assigned_at = time.monotonic()
@@ -404,12 +412,9 @@ class PoolEngine:
             self.scheduler.job_finished(connection.slot, now)
 
     def _fail(self, submission: Submission, error: SMTPError) -> None:
-        future = submission.future
-        if future.done():
+        if submission.future.done() or not submission.start():
             return
-        if not future.running() and not future.set_running_or_notify_cancel():
-            return
-        future.set_exception(error)
+        submission.future.set_exception(error)
 
 
 class EngineFacade:

@@ -52,6 +52,7 @@ class Envelope:
     notify: frozenset[str] | None = None
     orcpt: bool = False
     requiretls: bool = False
+    _prototype: Transaction = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.rcpt_to, str):
@@ -60,8 +61,19 @@ class Envelope:
             object.__setattr__(self, "rcpt_to", tuple(self.rcpt_to))
         if self.notify is not None:
             object.__setattr__(self, "notify", frozenset(v.upper() for v in self.notify))
-        # The protocol's own serialisation is the one validator of what goes on the wire.
-        self.transaction(size=None, body=None, smtputf8=self.smtputf8)
+        # The protocol's own serialisation is the one validator of what goes on the wire; the
+        # transaction it validated is the prototype of every message's own.
+        prototype = Transaction(
+            mail_from=self.mail_from,
+            recipients=self.rcpt_to,
+            smtputf8=self.smtputf8,
+            ret=self.ret,
+            envid=self.envid,
+            notify=self.notify,
+            orcpt=self.orcpt,
+            requiretls=self.requiretls,
+        )
+        object.__setattr__(self, "_prototype", prototype)
 
     @property
     def smtputf8(self) -> bool:
@@ -77,19 +89,7 @@ class Envelope:
         tag: object = None,
     ) -> Transaction:
         """The protocol transaction for this envelope; ``smtputf8`` may only add to the need."""
-        return Transaction(
-            mail_from=self.mail_from,
-            recipients=self.rcpt_to,
-            size=size,
-            body=body,
-            smtputf8=smtputf8 or self.smtputf8,
-            ret=self.ret,
-            envid=self.envid,
-            notify=self.notify,
-            orcpt=self.orcpt,
-            requiretls=self.requiretls,
-            tag=tag,
-        )
+        return self._prototype.derive(size=size, body=body, smtputf8=smtputf8, tag=tag)
 
 
 @dataclass(slots=True, eq=False)
@@ -154,6 +154,8 @@ class _Source:
 
     def chunks(self) -> Iterator[bytes]:
         if self._data is not None:
+            if len(self._data) <= CHUNK_SIZE:
+                return iter((self._data,))
             view = memoryview(self._data)
             return (bytes(view[i : i + CHUNK_SIZE]) for i in range(0, len(view), CHUNK_SIZE))
         return _chain(self._prefix, self.raw_chunks())

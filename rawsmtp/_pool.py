@@ -160,9 +160,11 @@ class SMTPPool(EngineFacade):
                 if engine.finished:
                     break  # checked after the inbox, which is where close() arrives
                 self._update_registrations()
-                for key, mask in self._selector.select(self._next_timeout(now)):
+                deadline = engine.next_deadline(now)
+                for key, mask in self._selector.select(self._timeout(deadline, now)):
                     self._on_ready(key, mask)
-                engine.fire_timers(time.monotonic())
+                if deadline is not None and (now := time.monotonic()) >= deadline:
+                    engine.fire_timers(now)  # only when the earliest deadline has come
         except BaseException:  # pragma: no cover - a bug; fail everything rather than hang
             engine.log.exception("rawsmtp pool loop crashed")
             engine.fail_everything(SMTPConnectionError("the pool's event loop crashed"))
@@ -191,10 +193,9 @@ class SMTPPool(EngineFacade):
         if mask & selectors.EVENT_READ and connection in self._registered:
             connection.on_readable(now)
 
-    def _next_timeout(self, now: float) -> float | None:
+    def _timeout(self, deadline: float | None, now: float) -> float | None:
         if self._inbox:
             return 0
-        deadline = self._engine.next_deadline(now)
         return None if deadline is None else max(0.0, deadline - now)
 
     def _update_registrations(self) -> None:

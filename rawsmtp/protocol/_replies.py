@@ -31,7 +31,14 @@ class Reply:
 
     code: int
     lines: tuple[str, ...]
-    enhanced_code: str | None = None
+
+    @property
+    def enhanced_code(self) -> str | None:
+        """The RFC 3463 code opening the first line (``"5.1.1"``), when there is one.
+
+        Worked out on access: most replies are successes nobody asks this of.
+        """
+        return _enhanced_code(self.code, self.lines[0]) if self.lines else None
 
     @property
     def text(self) -> str:
@@ -95,43 +102,43 @@ class ReplyParser:
 
     def next_reply(self) -> Reply | None:
         """The next complete reply, or None until more bytes arrive."""
-        while (line := self._next_line()) is not None:
-            reply = self._add_line(line)
+        buffer = self._buffer
+        while True:
+            start = self._start
+            end = buffer.find(b"\n", start + self._searched)
+            if end < 0:
+                self._searched = len(buffer) - start
+                if self._searched > self._max_line_length:
+                    raise RemoteProtocolError(
+                        f"reply line longer than {self._max_line_length} bytes"
+                    )
+                return None
+            if end - start > self._max_line_length:
+                raise RemoteProtocolError(f"reply line longer than {self._max_line_length} bytes")
+            stop = end - 1 if end > start and buffer[end - 1] == 13 else end  # CR LF or bare LF
+            # Matched in place (no copy of the line); groups are taken before any compaction.
+            match = _LINE.fullmatch(buffer, start, stop)
+            if match is None:
+                raise RemoteProtocolError(
+                    f"malformed reply line: {bytes(buffer[start:stop][:80])!r}"
+                )
+            reply = self._add_line(*match.groups())
+            self._start, self._searched = end + 1, 0
+            if self._start > 65536 and self._start * 2 > len(buffer):
+                # Compact now and then rather than on every line, so parsing stays linear.
+                del buffer[: self._start]
+                self._start = 0
             if reply is not None:
                 return reply
-        return None
 
-    def _next_line(self) -> bytes | None:
-        buffer = self._buffer
-        end = buffer.find(b"\n", self._start + self._searched)
-        if end < 0:
-            self._searched = len(buffer) - self._start
-            if self._searched > self._max_line_length:
-                raise RemoteProtocolError(f"reply line longer than {self._max_line_length} bytes")
-            return None
-        line = bytes(buffer[self._start : end])
-        self._start = end + 1
-        self._searched = 0
-        if self._start > 65536 and self._start * 2 > len(buffer):
-            # Compact now and then rather than on every line, so parsing stays linear.
-            del buffer[: self._start]
-            self._start = 0
-        if len(line) > self._max_line_length:
-            raise RemoteProtocolError(f"reply line longer than {self._max_line_length} bytes")
-        return line[:-1] if line.endswith(b"\r") else line
-
-    def _add_line(self, line: bytes) -> Reply | None:
-        match = _LINE.fullmatch(line)
-        if match is None:
-            raise RemoteProtocolError(f"malformed reply line: {line[:80]!r}")
-        code_digits, separator, text = match.groups()
+    def _add_line(self, code_digits: bytes, separator: bytes, text: bytes) -> Reply | None:
         code = int(code_digits)
         if self._code is not None and code != self._code:
             raise RemoteProtocolError(
                 f"reply code changed within a multi-line reply ({self._code} then {code})"
             )
         if separator == b"" and text:
-            raise RemoteProtocolError(f"malformed reply line: {line[:80]!r}")
+            raise RemoteProtocolError(f"malformed reply line: {code_digits + text!r}")
         self._code = code
         self._lines.append(text.decode("utf-8", "replace"))
         if separator == b"-":
@@ -140,4 +147,4 @@ class ReplyParser:
             return None
         lines = tuple(self._lines)
         self._code, self._lines = None, []
-        return Reply(code=code, lines=lines, enhanced_code=_enhanced_code(code, lines[0]))
+        return Reply(code=code, lines=lines)

@@ -6,7 +6,7 @@ chunks, when the client says the server is ready for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from . import _commands
@@ -47,6 +47,32 @@ class Transaction:
         for recipient in self.recipients:
             self.rcpt_command(recipient, dsn=True)
 
+    def derive(
+        self,
+        *,
+        size: int | None,
+        body: Literal["7BIT", "8BITMIME", "BINARYMIME"] | None,
+        smtputf8: bool,
+        tag: object,
+    ) -> Transaction:
+        """This envelope for another message: a copy with its own size, body type and tag.
+
+        The addresses and DSN options were validated when this transaction was made, so only
+        what changes is checked; ``smtputf8`` may only widen what the addresses may hold.
+        """
+        if size is not None and (not isinstance(size, int) or size < 0):
+            raise LocalProtocolError(f"invalid SIZE: {size!r}")
+        if body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
+            raise LocalProtocolError(f"invalid BODY: {body!r}")
+        copy = object.__new__(Transaction)
+        for name in _FIELDS:
+            object.__setattr__(copy, name, getattr(self, name))
+        object.__setattr__(copy, "size", size)
+        object.__setattr__(copy, "body", body)
+        object.__setattr__(copy, "smtputf8", smtputf8 or self.smtputf8)
+        object.__setattr__(copy, "tag", tag)
+        return copy
+
     def mail_command(
         self, *, dsn: bool, with_size: bool = True, with_body_type: bool = True
     ) -> bytes:
@@ -67,3 +93,6 @@ class Transaction:
             notify=self.notify if dsn else None,
             orcpt=self.orcpt and dsn,
         )
+
+
+_FIELDS = tuple(f.name for f in fields(Transaction))
