@@ -637,7 +637,7 @@ class ClientConnection:
         assert message is not None
         if not reply.is_success and message.error is None:
             message.error = _response_error(reply, pending.expect, "sender")
-        self._pump()
+        self._pump_after_envelope_reply()
 
     def _on_rcpt(self, reply: Reply, pending: _Pending) -> None:
         message, recipient = pending.message, pending.recipient
@@ -646,7 +646,12 @@ class ClientConnection:
             message.accepted.append(recipient)
         else:
             message.rejected[recipient] = _response_error(reply, pending.expect, "recipient")
-        self._pump()
+        self._pump_after_envelope_reply()
+
+    def _pump_after_envelope_reply(self) -> None:
+        # Pipelined, every envelope command is already written: such a reply releases nothing.
+        if not self._extensions.pipelining:
+            self._pump()
 
     def _on_data(self, reply: Reply, pending: _Pending) -> None:
         message = pending.message
