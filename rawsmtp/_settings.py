@@ -35,10 +35,7 @@ def pool_options(options: dict[str, Any]) -> Options:
 
 
 def connection_settings(options: Options) -> ConnectionSettings:
-    logger = options.logger if isinstance(options.logger, logging.Logger) else None
-    logger = logger or logging.getLogger("rawsmtp")
-    if options.debug and logger.level == logging.NOTSET:
-        logger.setLevel(logging.DEBUG)
+    logger = _logger(options)
     return ConnectionSettings(
         host=options.host,
         port=options.port,
@@ -59,6 +56,29 @@ def connection_settings(options: Options) -> ConnectionSettings:
         authenticator=_authenticator(options),
         renewable=_renewable(options),
     )
+
+
+def _logger(options: Options) -> logging.Logger:
+    """The logger to use: the caller's, or "rawsmtp" (which ``logger=True`` prints to stderr).
+
+    ``debug=True`` lowers the level to DEBUG, where the protocol lines are (secrets redacted).
+    """
+    if isinstance(options.logger, logging.Logger):
+        logger = options.logger
+    else:
+        logger = logging.getLogger("rawsmtp")
+        if options.logger is True and not any(
+            getattr(handler, "rawsmtp_console", False) for handler in logger.handlers
+        ):
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s rawsmtp %(message)s"))
+            handler.rawsmtp_console = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+            if logger.level == logging.NOTSET:
+                logger.setLevel(logging.INFO)
+    if options.debug and logger.getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(logging.DEBUG)
+    return logger
 
 
 def _renewable(options: Options) -> bool:

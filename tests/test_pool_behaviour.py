@@ -3,6 +3,7 @@ recycling after max_messages, polite idle QUIT, connection age, queue bounds, id
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -160,3 +161,22 @@ def test_required_tls_is_never_downgraded(pool_factory: Callable[..., Any]) -> N
             pool.send(MESSAGE).result(timeout=10)
         assert server.messages == []
         assert not any(r.line.upper().startswith(("MAIL", "AUTH")) for r in server.commands)
+
+
+def test_logger_true_prints_the_redacted_protocol_to_stderr(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    logger = logging.getLogger("rawsmtp")
+    handlers, level = list(logger.handlers), logger.level
+    try:
+        with SMTPTestServer(users={"ann": "s3cret-pw"}) as server:
+            pool = rawsmtp.SMTPPool(
+                **options(server, logger=True, debug=True, auth=("ann", "s3cret-pw"))
+            )
+            with pool:
+                pool.send(MESSAGE).result(timeout=10)
+    finally:
+        logger.handlers[:], logger.level = handlers, level
+    err = capfd.readouterr().err
+    assert "C: MAIL FROM:<s@x.test>" in err and "S: 250" in err
+    assert "s3cret-pw" not in err and "AUTH PLAIN <redacted>" in err
