@@ -130,6 +130,7 @@ class PoolEngine:
         self.idle = True
         self.idle_callbacks: list[Callable[[], None]] = []
         self._verifying: dict[Connection, Future[bool]] = {}
+        self._cancellable: dict[Future[SendResult], Submission] = {}  # queued, not started
 
     @property
     def queued(self) -> int:
@@ -185,8 +186,16 @@ class PoolEngine:
             self._fail(submission, SMTPPoolClosedError("the pool is closed"))
             return
         submission.job = self.scheduler.submit(submission)
+        self._cancellable[submission.future] = submission
+
+    def cancel_future(self, future: Future[SendResult]) -> None:
+        """The caller cancelled ``future``: withdraw its message if it has not started."""
+        submission = self._cancellable.pop(future, None)
+        if submission is not None:
+            self.cancel(submission)
 
     def cancel(self, submission: Submission) -> None:
+        self._cancellable.pop(submission.future, None)
         if submission.job is not None and self.scheduler.cancel(submission.job):
             self._count_dequeued()
             self._update_idle()
@@ -345,6 +354,7 @@ class PoolEngine:
 
     def _assign(self, connection: Connection, job: Job[Submission], now: float) -> None:
         submission = job.payload
+        self._cancellable.pop(submission.future, None)
         if not submission.start():  # cancelled while queued
             self._finish_slot(connection, now)
             return
@@ -412,6 +422,7 @@ class PoolEngine:
             self.scheduler.job_finished(connection.slot, now)
 
     def _fail(self, submission: Submission, error: SMTPError) -> None:
+        self._cancellable.pop(submission.future, None)
         if submission.future.done() or not submission.start():
             return
         submission.future.set_exception(error)

@@ -67,14 +67,16 @@ class SMTPPool(EngineFacade):
         )
         if not isinstance(submission, Submission):
             return submission
+        # A bound method, not a closure: a finished future must not keep its message alive.
+        submission.future.add_done_callback(self._on_future_done)
         engine = self._engine
-        submission.future.add_done_callback(
-            lambda done: (
-                self._post(lambda now: engine.cancel(submission)) if done.cancelled() else None
-            )
-        )
         self._post(lambda now: engine.enqueue(submission))
         return submission.future
+
+    def _on_future_done(self, future: Future[SendResult]) -> None:
+        if future.cancelled():
+            engine = self._engine
+            self._post(lambda now: engine.cancel_future(future))
 
     def verify(self) -> bool:
         """Connect, greet, STARTTLS and authenticate as configured, then QUIT.
