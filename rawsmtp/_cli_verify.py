@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 from ._cli import Console, connection_kwargs, usage_errors
 from ._cli_send import describe
+from ._connection import ehlo_name
 from ._options import Options, make_options
 from ._pool import SMTPPool
-from ._settings import _machine_fqdn
+from ._settings import machine_fqdn
 from ._tls import build_ssl_context, server_name_override
 from .protocol import (
     NEED_DATA,
@@ -62,16 +63,6 @@ def _connect(options: Options) -> socket.socket:
     return socket.create_connection(
         (options.host, options.port), timeout=timeout, source_address=source
     )
-
-
-def _ehlo_name(options: Options, sock: socket.socket) -> str:
-    """As the pool chooses it: the option, else the machine's FQDN, else [local address]."""
-    if options.name:
-        return options.name
-    if fqdn := _machine_fqdn():
-        return fqdn
-    address = str(sock.getsockname()[0])
-    return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
 
 
 def probe(options: Options) -> Probe:
@@ -129,7 +120,7 @@ class _Session:
         )
         client = ClientConnection(
             ClientConfig(
-                local_hostname=_ehlo_name(options, self.sock),
+                local_hostname=ehlo_name(options.name, machine_fqdn(), self.sock),
                 lmtp=options.lmtp,
                 starttls=starttls,
                 tls_active=options.secure,

@@ -42,7 +42,7 @@ from .protocol import (
 from .protocol._sasl import SASLMechanism
 from .proxy import ProxyHandshake
 
-__all__ = ["Connection", "ConnectionSettings", "Owner", "SocketPlan"]
+__all__ = ["Connection", "ConnectionSettings", "Owner", "SocketPlan", "ehlo_name"]
 
 # Stop pulling message chunks while this much is waiting to be written: memory stays bounded
 # however large the message.
@@ -104,6 +104,20 @@ class Owner(Protocol):
     ) -> None: ...
 
     def watch(self, connection: Connection) -> None: ...
+
+
+def ehlo_name(configured: str | None, fqdn: str | None, sock: socket.socket) -> str:
+    """The name to greet with: the ``name`` option, else the machine's FQDN (when it has a
+    dot), else the address literal of our end of the connection (RFC 5321 section 4.1.3)."""
+    if configured:
+        return configured
+    if fqdn:
+        return fqdn
+    try:
+        address = str(sock.getsockname()[0])
+    except OSError:
+        return "[127.0.0.1]"
+    return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
 
 
 class Connection:
@@ -248,16 +262,8 @@ class Connection:
         )
 
     def _ehlo_name(self) -> str:
-        if self.settings.name:
-            return self.settings.name
-        if self._local_hostname:
-            return self._local_hostname
         assert self.sock is not None
-        try:
-            address = self.sock.getsockname()[0]
-        except OSError:
-            return "[127.0.0.1]"
-        return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
+        return ehlo_name(self.settings.name, self._local_hostname, self.sock)
 
     # -- the loop's calls -----------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from .protocol import ClientConnection, LocalProtocolError
 from .protocol._sasl import SASLMechanism
 from .proxy import parse_proxy_url, resolve_ipv4, start_handshake
 
-__all__ = ["connection_settings", "make_socket_plan", "pool_options"]
+__all__ = ["connection_settings", "machine_fqdn", "make_socket_plan", "pool_options"]
 
 
 def pool_options(options: dict[str, Any]) -> Options:
@@ -122,7 +122,7 @@ def _authenticator(options: Options) -> Any:
 
 
 @functools.cache
-def _machine_fqdn() -> str | None:
+def machine_fqdn() -> str | None:
     """The machine's FQDN when it has a dot (asked once; it may take a DNS query)."""
     name = socket.getfqdn()
     return name if "." in name and not name.startswith("localhost") else None
@@ -130,7 +130,7 @@ def _machine_fqdn() -> str | None:
 
 def make_socket_plan(options: Options) -> SocketPlan:
     """Run in a worker: the get_socket hook, else name resolution (both may block)."""
-    fqdn = None if options.name else _machine_fqdn()
+    fqdn = None if options.name else machine_fqdn()
     if options.get_socket is not None:
         provided = options.get_socket(options.host, options.port)
         if provided is not None:
