@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._errors import SMTPConnectionError
+from ._errors import SMTPConnectionError, SMTPProxyError
 from ._tls_layer import TLSLayer, tls_error
 from .protocol import (
     NEED_DATA,
@@ -168,11 +168,11 @@ class Connection:
     def _connect_next(self, error: OSError | None) -> None:
         if not self._addresses:
             reason = f": {error.strerror or error}" if error else ""
-            self.fail_setup(
-                SMTPConnectionError(
-                    f"could not connect to {self.settings.host}:{self.settings.port}{reason}"
-                )
-            )
+            target = f"{self.settings.host}:{self.settings.port}"
+            if self._proxy is not None:  # the addresses tried were the proxy's
+                self.fail_setup(SMTPProxyError(f"could not reach the proxy for {target}{reason}"))
+            else:
+                self.fail_setup(SMTPConnectionError(f"could not connect to {target}{reason}"))
             return
         family, kind, proto, _, address = self._addresses.pop(0)
         sock = socket.socket(family, kind, proto)

@@ -110,3 +110,15 @@ def test_bad_proxy_urls_are_config_errors() -> None:
     with pytest.raises(rawsmtp.SMTPConfigError) as info:
         rawsmtp.SMTPPool(host="127.0.0.1", proxy="socks5://u:secretpw@127.0.0.1:99999")
     assert "secretpw" not in str(info.value)
+
+
+def test_an_unreachable_proxy_is_a_proxy_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]  # nothing listens once the probe is closed
+    with rawsmtp.SMTPPool(
+        host="mx.example.test", port=25, proxy=f"socks5h://127.0.0.1:{closed_port}", max_retries=0
+    ) as pool:
+        future = pool.send(b"From: s@example.org\r\nTo: x@example.test\r\n\r\nx\r\n")
+        with pytest.raises(rawsmtp.SMTPProxyError, match="could not reach the proxy"):
+            future.result(timeout=10)
