@@ -37,6 +37,7 @@ from .protocol import (
     SMTPError,
     SMTPTimeoutError,
     StartTLS,
+    State,
     Transaction,
 )
 from .protocol._sasl import SASLMechanism
@@ -154,6 +155,10 @@ class Connection:
 
     def start(self, plan: SocketPlan, now: float) -> None:
         """Called with what the worker prepared (or an error)."""
+        if self._closed:  # the pool gave up on this connection while the worker ran
+            if plan.sock is not None:
+                plan.sock.close()
+            return
         self._local_hostname = plan.local_hostname
         if plan.sock is not None:
             plan.sock.setblocking(False)
@@ -430,7 +435,8 @@ class Connection:
         host = self.settings.host
 
         def done(mechanism: Any, error: BaseException | None) -> None:
-            if self._closed or self.core is None:
+            # While the worker ran, the pool may have begun to close this session (QUIT sent).
+            if self._closed or self.core is None or self.core.state is not State.READY:
                 return
             if error is not None:
                 failure = (

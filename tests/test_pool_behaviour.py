@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import rawsmtp
-from rawsmtp.testing import SMTPTestServer
+from rawsmtp.testing import Fault, SMTPTestServer
 
 MESSAGE = b"From: <s@x.test>\r\nTo: <r@x.test>\r\nSubject: life\r\n\r\nhello\r\n"
 
@@ -180,3 +180,25 @@ def test_logger_true_prints_the_redacted_protocol_to_stderr(
     err = capfd.readouterr().err
     assert "C: MAIL FROM:<s@x.test>" in err and "S: 250" in err
     assert "s3cret-pw" not in err and "AUTH PLAIN <redacted>" in err
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_close_while_a_worker_prepares_authentication(pool_factory: Callable[..., Any]) -> None:
+    """close() lands between the connection's set-up and a slow token provider's answer."""
+    asked = threading.Event()
+
+    def slow_provider(renew: bool) -> str:
+        asked.set()
+        time.sleep(0.3)
+        return "token"
+
+    slow_quit = [Fault(on="QUIT", delay=1.0)]  # the provider answers while QUIT is unanswered
+    with SMTPTestServer(tokens={"ann@x.test": "token"}, faults=slow_quit) as server:
+        auth = {"user": "ann@x.test", "token_provider": slow_provider}
+        pool = pool_factory(**options(server, auth=auth))
+        future = pool.send(MESSAGE)
+        assert asked.wait(5)
+        pool.close()
+        with pytest.raises(rawsmtp.SMTPPoolClosedError):
+            future.result(timeout=5)
+        assert server.messages == []
