@@ -232,7 +232,8 @@ class Scheduler(Generic[PayloadT]):
     def _eligible(self, now: float, *, limit: int) -> list[Job[PayloadT]]:
         """Up to ``limit`` startable jobs from the front; jobs in backoff let later ones pass.
 
-        Bounded, so that a long queue costs nothing per decision."""
+        The scan stops at ``limit`` (zero when no connection has room): only the few jobs in
+        backoff, requeued at the front, are passed over, so a long queue costs little."""
         eligible: list[Job[PayloadT]] = []
         for job in self._queue:
             if len(eligible) >= limit:
