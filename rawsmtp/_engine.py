@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from ._connection import Connection, ConnectionSettings, protocol_error_of
@@ -23,9 +24,10 @@ from ._errors import (
     SMTPPoolClosedError,
     SMTPQueueFullError,
 )
+from ._future import SendFuture
 from ._message import PreparedMessage, prepare_message
 from ._options import Options
-from ._result import SendResult
+from ._result import NO_REJECTIONS, SendResult
 from ._scheduler import Job, Scheduler, Slot
 from ._settings import connection_settings, make_socket_plan, pool_options
 from .protocol import (
@@ -59,6 +61,11 @@ class Driver(Protocol):
 
     def forget(self, connection: Connection) -> None:
         """The connection is gone: unregister its socket."""
+        ...
+
+    def withdraw(self, future: Future[SendResult]) -> None:
+        """The caller cancelled ``future`` (any thread): call :meth:`PoolEngine.cancel_future`
+        on the loop."""
         ...
 
 
@@ -131,6 +138,9 @@ class PoolEngine:
         self.idle_callbacks: list[Callable[[], None]] = []
         self._verifying: dict[Connection, Future[bool]] = {}
         self._cancellable: dict[Future[SendResult], Submission] = {}  # queued, not started
+        # Shared by every future of the pool (see SendFuture); the bound method is made once.
+        self._futures_condition = threading.Condition()
+        self._withdraw = driver.withdraw
 
     @property
     def queued(self) -> int:
@@ -146,7 +156,7 @@ class PoolEngine:
 
         Returns an already failed future instead when the pool is closed.
         """
-        future: Future[SendResult] = Future()
+        future: Future[SendResult] = SendFuture(self._futures_condition, self._withdraw)
         if self.closed:
             future.set_exception(SMTPPoolClosedError("the pool is closed"))
             return future
@@ -191,11 +201,8 @@ class PoolEngine:
     def cancel_future(self, future: Future[SendResult]) -> None:
         """The caller cancelled ``future``: withdraw its message if it has not started."""
         submission = self._cancellable.pop(future, None)
-        if submission is not None:
-            self.cancel(submission)
-
-    def cancel(self, submission: Submission) -> None:
-        self._cancellable.pop(submission.future, None)
+        if submission is None:
+            return
         if submission.job is not None and self.scheduler.cancel(submission.job):
             self._count_dequeued()
             self._update_idle()
@@ -285,7 +292,9 @@ class PoolEngine:
         result = SendResult(
             accepted=event.accepted,
             rejected=tuple(event.rejected),
-            rejected_errors=dict(event.rejected),
+            rejected_errors=MappingProxyType(dict(event.rejected))
+            if event.rejected
+            else NO_REJECTIONS,
             response=str(event.reply),
             envelope=prepared.envelope,
             message_id=prepared.message_id,
@@ -293,6 +302,7 @@ class PoolEngine:
             envelope_time=max(0.0, submission.body_at - submission.assigned_at),
             message_time=max(0.0, finished - submission.body_at),
         )
+        submission.job = None  # Job and Submission refer to each other: free both now, not at GC
         if not submission.future.done():
             submission.future.set_result(result)
 
@@ -423,6 +433,7 @@ class PoolEngine:
 
     def _fail(self, submission: Submission, error: SMTPError) -> None:
         self._cancellable.pop(submission.future, None)
+        submission.job = None  # as in message_done
         if submission.future.done() or not submission.start():
             return
         submission.future.set_exception(error)

@@ -67,16 +67,9 @@ class SMTPPool(EngineFacade):
         )
         if not isinstance(submission, Submission):
             return submission
-        # A bound method, not a closure: a finished future must not keep its message alive.
-        submission.future.add_done_callback(self._on_future_done)
         engine = self._engine
         self._post(lambda now: engine.enqueue(submission))
         return submission.future
-
-    def _on_future_done(self, future: Future[SendResult]) -> None:
-        if future.cancelled():
-            engine = self._engine
-            self._post(lambda now: engine.cancel_future(future))
 
     def verify(self) -> bool:
         """Connect, greet, STARTTLS and authenticate as configured, then QUIT.
@@ -119,6 +112,10 @@ class SMTPPool(EngineFacade):
             self._workers.submit(func).add_done_callback(finished)
         except RuntimeError as error:  # the pool is shutting down
             done(None, error)
+
+    def withdraw(self, future: Future[SendResult]) -> None:
+        engine = self._engine
+        self._post(lambda now: engine.cancel_future(future))
 
     def watch(self, connection: Connection) -> None:
         """The connection's socket changed (a new address was tried): register it afresh."""

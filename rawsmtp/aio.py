@@ -53,8 +53,7 @@ class SMTPPool(EngineFacade):
         try:
             return await asyncio.wrap_future(submission.future)
         except asyncio.CancelledError:
-            submission.future.cancel()
-            self._call(lambda now: self._engine.cancel(submission))
+            submission.future.cancel()  # withdraws the message when it has not started
             raise
 
     async def verify(self) -> bool:
@@ -90,6 +89,9 @@ class SMTPPool(EngineFacade):
 
         assert self._loop is not None
         self._loop.run_in_executor(None, func).add_done_callback(finished)
+
+    def withdraw(self, future: Future[SendResult]) -> None:
+        self._call(lambda now: self._engine.cancel_future(future))
 
     def watch(self, connection: Connection) -> None:
         self.forget(connection)

@@ -1,0 +1,90 @@
+"""``SendFuture``: the ``concurrent.futures.Future`` that ``send()`` returns, in a tenth of the memory.
+
+A standard Future builds its own ``threading.Condition`` (an RLock and a deque: about 1.4 KB),
+and a pool may hold tens of thousands of queued messages. Every future of one pool shares one
+Condition instead. That condition also wakes those who wait on other futures of the pool, so
+:meth:`result` and :meth:`exception` wait until *their* future is done. ``concurrent.futures``'
+``wait()`` and ``as_completed()`` and ``asyncio.wrap_future()`` work unchanged: they use each
+future's condition and waiter list, which are still there.
+
+Cancelling a future that has not started tells the pool at once, so the message leaves the queue.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    LOGGER,
+    PENDING,
+    RUNNING,
+)
+from typing import Any, TypeVar
+
+__all__ = ["SendFuture"]
+
+T = TypeVar("T")
+_SETTLED = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+
+
+class SendFuture(Future[T]):
+    """A future whose condition is shared with its pool's other futures (see the module)."""
+
+    def __init__(
+        self, condition: threading.Condition, on_cancel: Callable[[SendFuture[T]], None]
+    ) -> None:
+        # Future.__init__ is not called: it would build the very Condition this class saves.
+        self._condition = condition
+        self._state = PENDING
+        self._result: T | None = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[T]], object]] | None = None  # made on use
+        self._on_cancel = on_cancel
+
+    def result(self, timeout: float | None = None) -> T:
+        self._wait_settled(timeout)
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait_settled(timeout)
+        return super().exception(0)
+
+    def _wait_settled(self, timeout: float | None) -> None:
+        with self._condition:
+            self._condition.wait_for(lambda: self._state in _SETTLED, timeout)
+
+    def cancel(self) -> bool:
+        with self._condition:
+            if self._state in (RUNNING, FINISHED):
+                return False
+            if self._state != PENDING:
+                return True
+            self._state = CANCELLED
+            self._condition.notify_all()
+        self._on_cancel(self)
+        self._invoke_callbacks()
+        return True
+
+    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
+        with self._condition:
+            if self._state not in _SETTLED:
+                if self._done_callbacks is None:
+                    self._done_callbacks = []
+                self._done_callbacks.append(fn)
+                return
+        self._call(fn)
+
+    def _invoke_callbacks(self) -> None:
+        for callback in self._done_callbacks or ():
+            self._call(callback)
+
+    def _call(self, callback: Callable[[Future[T]], object]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            LOGGER.exception("exception calling callback for %r", self)
