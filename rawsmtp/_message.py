@@ -15,6 +15,7 @@ import email.generator
 import email.message
 import email.policy
 import email.utils
+import functools
 import io
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -121,6 +122,8 @@ class PreparedMessage:
 class _Source:
     """Where the body comes from: bytes, a file (rewound for each attempt when seekable), or an
     iterator. ``prefix`` replaces the first ``skip`` bytes (a header block without its Bcc)."""
+
+    __slots__ = ("_data", "_file", "_prefix", "_skip", "_stream", "file_start")
 
     def __init__(
         self,
@@ -342,24 +345,35 @@ def _message_id(headers: _Headers) -> str | None:
     return values[0] if values and values[0] else None
 
 
-def _addresses(headers: _Headers, *names: str) -> list[str]:
-    values = [value for name in names for value in headers.get(name, ())]
-    return [address for _, address in email.utils.getaddresses(values) if address]
-
-
 def _envelope(given: Envelope | Mapping[str, Any] | None, headers: _Headers | None) -> Envelope:
     if isinstance(given, Envelope):
         return given
     if given is not None:
         return _envelope_from_mapping(given)
     assert headers is not None
-    senders = _addresses(headers, "sender") or _addresses(headers, "from")
-    recipients = _addresses(headers, "to", "cc", "bcc")
+    return _envelope_from_fields(tuple(tuple(headers.get(name, ())) for name in _ADDRESS_FIELDS))
+
+
+_ADDRESS_FIELDS = ("sender", "from", "to", "cc", "bcc")
+
+
+# Messages sent in bulk often repeat their address fields, and an Envelope is immutable: one per
+# distinct set of fields spares both the memory of each queued message's own and its validation.
+@functools.lru_cache(maxsize=256)
+def _envelope_from_fields(fields: tuple[tuple[str, ...], ...]) -> Envelope:
+    """The envelope of the header fields named in _ADDRESS_FIELDS (their values, in order)."""
+    sender, from_, to, cc, bcc = (_addresses(values) for values in fields)
+    senders = sender or from_
+    recipients = to + cc + bcc
     if not senders:
         raise LocalProtocolError("no envelope given and the message has no From or Sender")
     if not recipients:
         raise LocalProtocolError("no envelope given and the message has no To, Cc or Bcc")
     return Envelope(mail_from=senders[0], rcpt_to=tuple(dict.fromkeys(recipients)))
+
+
+def _addresses(values: tuple[str, ...]) -> list[str]:
+    return [address for _, address in email.utils.getaddresses(values) if address]
 
 
 _ENVELOPE_KEYS = frozenset({"from", "to", "cc", "bcc", "dsn", "requiretls", "requireTLS"})
