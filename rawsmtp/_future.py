@@ -2,10 +2,10 @@
 
 A standard Future builds its own ``threading.Condition`` (an RLock and a deque: about 1.4 KB),
 and a pool may hold tens of thousands of queued messages. Every future of one pool shares one
-Condition instead. That condition also wakes those who wait on other futures of the pool, so
-:meth:`result` and :meth:`exception` wait until *their* future is done. ``concurrent.futures``'
-``wait()`` and ``as_completed()`` and ``asyncio.wrap_future()`` work unchanged: they use each
-future's condition and waiter list, which are still there.
+Condition instead, as a lock only: :meth:`result` and :meth:`exception` wait on an event of
+their own, registered in the future's waiter list (the mechanism ``concurrent.futures.wait()``
+uses), so the completion of other futures never wakes them. ``wait()``, ``as_completed()`` and
+``asyncio.wrap_future()`` work unchanged.
 
 Cancelling a future that has not started tells the pool at once, so the message leaves the queue.
 """
@@ -29,6 +29,20 @@ __all__ = ["SendFuture"]
 
 T = TypeVar("T")
 _SETTLED = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+
+
+class _Waiter:
+    """One result()/exception() call's wake-up, called as concurrent.futures calls its waiters."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def add_result(self, future: object) -> None:
+        self.event.set()
+
+    add_exception = add_cancelled = add_result
 
 
 class SendFuture(Future[T]):
@@ -56,7 +70,15 @@ class SendFuture(Future[T]):
 
     def _wait_settled(self, timeout: float | None) -> None:
         with self._condition:
-            self._condition.wait_for(lambda: self._state in _SETTLED, timeout)
+            if self._state in _SETTLED:
+                return
+            waiter = _Waiter()
+            self._waiters.append(waiter)
+        try:
+            waiter.event.wait(timeout)
+        finally:
+            with self._condition:
+                self._waiters.remove(waiter)
 
     def cancel(self) -> bool:
         with self._condition:
@@ -65,7 +87,10 @@ class SendFuture(Future[T]):
             if self._state != PENDING:
                 return True
             self._state = CANCELLED
-            self._condition.notify_all()
+            # Only our own waiters: wait()'s are told when the pool skips the message.
+            for waiter in self._waiters:
+                if isinstance(waiter, _Waiter):
+                    waiter.event.set()
         self._on_cancel(self)
         self._invoke_callbacks()
         return True

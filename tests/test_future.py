@@ -102,3 +102,13 @@ def test_asyncio_can_await_it() -> None:
         return await asyncio.wrap_future(future)
 
     assert asyncio.run(main()) == 5
+
+
+def test_cancel_wakes_a_waiting_result_and_waiters_are_removed() -> None:
+    (future,), withdrawn = _futures(1)
+    thread = _later(0.05, future.cancel)
+    with pytest.raises(concurrent.futures.CancelledError):
+        future.result(timeout=5)
+    thread.join()
+    assert withdrawn == [future]
+    assert future._waiters == []
