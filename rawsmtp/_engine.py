@@ -69,13 +69,12 @@ class Driver(Protocol):
         ...
 
 
-@dataclass(slots=True, eq=False)
-class Submission:
-    """A message on its way: what the caller gave, its future, and its timings."""
+@dataclass(slots=True, eq=False, kw_only=True)
+class Submission(Job):
+    """A message on its way (the scheduler's job): what the caller gave, its future, timings."""
 
     prepared: PreparedMessage
     future: Future[SendResult]
-    job: Job[Submission] | None = None
     assigned_at: float = 0.0
     body_at: float = 0.0
     body_started: bool = False
@@ -160,7 +159,7 @@ class PoolEngine:
         if self.closed:
             future.set_exception(SMTPPoolClosedError("the pool is closed"))
             return future
-        submission = Submission(prepare_message(message, envelope), future)
+        submission = Submission(prepared=prepare_message(message, envelope), future=future)
         with self.lock:
             self._wait_for_room(block, timeout, on_loop)
             if self.closed:
@@ -195,7 +194,7 @@ class PoolEngine:
             self._count_dequeued()
             self._fail(submission, SMTPPoolClosedError("the pool is closed"))
             return
-        submission.job = self.scheduler.submit(submission)
+        self.scheduler.submit(submission)
         self._cancellable[submission.future] = submission
 
     def cancel_future(self, future: Future[SendResult]) -> None:
@@ -203,7 +202,7 @@ class PoolEngine:
         submission = self._cancellable.pop(future, None)
         if submission is None:
             return
-        if submission.job is not None and self.scheduler.cancel(submission.job):
+        if self.scheduler.cancel(submission):
             self._count_dequeued()
             self._update_idle()
 
@@ -213,9 +212,9 @@ class PoolEngine:
         decisions = self.scheduler.decide(now)
         for slot in decisions.retire:
             self._connection_of(slot).quit(now)
-        for slot, job in decisions.assign:
+        for slot, submission in decisions.assign:
             self._count_dequeued()
-            self._assign(self._connection_of(slot), job, now)
+            self._assign(self._connection_of(slot), submission, now)
         for _ in range(decisions.open):
             self._open_connection(now)
         self._update_idle()
@@ -243,14 +242,14 @@ class PoolEngine:
         closed = SMTPPoolClosedError("the pool was closed before the message was sent")
         for job in self.scheduler.drain():
             self._count_dequeued()
-            self._fail(job.payload, closed)
+            self._fail(job, closed)
         for connection in list(self.connections):
             connection.quit(now)
 
     def fail_everything(self, error: SMTPError) -> None:
         self.stopping = True
         for job in self.scheduler.drain():
-            self._fail(job.payload, error)
+            self._fail(job, error)
         for connection in list(self.connections):
             connection.close_now(error)
 
@@ -283,14 +282,17 @@ class PoolEngine:
 
     def message_done(self, connection: Connection, event: MessageAccepted | MessageFailed) -> None:
         submission: Submission = event.transaction.tag  # type: ignore[assignment]
-        self._finish_slot(connection, time.monotonic())
+        finished = time.monotonic()
+        self._finish_slot(connection, finished)
         if isinstance(event, MessageFailed):
             self._fail(submission, event.error)
             return
         prepared = submission.prepared
-        finished = time.monotonic()
+        accepted = event.accepted
+        if accepted == event.transaction.recipients:  # the usual case: share the envelope's
+            accepted = event.transaction.recipients
         result = SendResult(
-            accepted=event.accepted,
+            accepted=accepted,
             rejected=tuple(event.rejected),
             rejected_errors=MappingProxyType(dict(event.rejected))
             if event.rejected
@@ -302,7 +304,6 @@ class PoolEngine:
             envelope_time=max(0.0, submission.body_at - submission.assigned_at),
             message_time=max(0.0, finished - submission.body_at),
         )
-        submission.job = None  # Job and Submission refer to each other: free both now, not at GC
         if not submission.future.done():
             submission.future.set_result(result)
 
@@ -339,21 +340,21 @@ class PoolEngine:
             exhausted += self.scheduler.drain()
         for job in exhausted:
             self._count_dequeued()
-            reason = error or job.payload.last_error
-            self._fail(job.payload, reason or SMTPConnectionError("could not send the message"))
+            reason = error or job.last_error
+            self._fail(job, reason or SMTPConnectionError("could not send the message"))
 
     def _requeue(
         self, unsent: tuple[Transaction, ...], error: SMTPError | None
-    ) -> list[Job[Submission]]:
+    ) -> list[Submission]:
         """Messages the server never committed go back to the queue, unless they cannot."""
-        requeue: list[Job[Submission]] = []
+        requeue: list[Submission] = []
         for transaction in unsent:
             submission: Submission = transaction.tag  # type: ignore[assignment]
             submission.last_error = error
             if submission.body_started and not submission.prepared.restartable:
                 self._fail(submission, error or SMTPConnectionError("connection lost"))
-            elif submission.job is not None and not self.stopping:
-                requeue.append(submission.job)
+            elif not self.stopping:
+                requeue.append(submission)
                 with self.lock:
                     self._entered += 1
             else:
@@ -362,8 +363,7 @@ class PoolEngine:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _assign(self, connection: Connection, job: Job[Submission], now: float) -> None:
-        submission = job.payload
+    def _assign(self, connection: Connection, submission: Submission, now: float) -> None:
         self._cancellable.pop(submission.future, None)
         if not submission.start():  # cancelled while queued
             self._finish_slot(connection, now)
@@ -433,7 +433,6 @@ class PoolEngine:
 
     def _fail(self, submission: Submission, error: SMTPError) -> None:
         self._cancellable.pop(submission.future, None)
-        submission.job = None  # as in message_done
         if submission.future.done() or not submission.start():
             return
         submission.future.set_exception(error)

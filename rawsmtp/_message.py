@@ -109,32 +109,37 @@ class PreparedMessage:
     eight_bit: bool | None
     restartable: bool
     utf8_headers: bool
-    _source: _Source = field(repr=False)
+    _source: bytes | _Source = field(repr=False)  # in-memory content as itself: no object more
 
     @property
     def smtputf8(self) -> bool:
         return self.envelope.smtputf8
 
     def chunks(self) -> Iterator[bytes]:
-        return self._source.chunks()
+        source = self._source
+        if not isinstance(source, bytes):
+            return source.chunks()
+        if len(source) <= CHUNK_SIZE:
+            return iter((source,))
+        view = memoryview(source)
+        return (bytes(view[i : i + CHUNK_SIZE]) for i in range(0, len(view), CHUNK_SIZE))
 
 
 class _Source:
-    """Where the body comes from: bytes, a file (rewound for each attempt when seekable), or an
+    """Where a streamed body comes from: a file (rewound for each attempt when seekable), or an
     iterator. ``prefix`` replaces the first ``skip`` bytes (a header block without its Bcc)."""
 
-    __slots__ = ("_data", "_file", "_prefix", "_skip", "_stream", "file_start")
+    __slots__ = ("_file", "_prefix", "_skip", "_stream", "file_start")
 
     def __init__(
         self,
         *,
-        data: bytes | None = None,
         stream: Iterator[bytes] | None = None,
         file: IO[bytes] | None = None,
         prefix: bytes = b"",
         skip: int = 0,
     ) -> None:
-        self._data, self._stream, self._file = data, stream, file
+        self._stream, self._file = stream, file
         self._prefix, self._skip = prefix, skip
         self.file_start = file.tell() if file is not None and _seekable(file) else None
 
@@ -156,11 +161,6 @@ class _Source:
         return _Source(stream=self.raw_chunks(), file=self._file, prefix=prefix)
 
     def chunks(self) -> Iterator[bytes]:
-        if self._data is not None:
-            if len(self._data) <= CHUNK_SIZE:
-                return iter((self._data,))
-            view = memoryview(self._data)
-            return (bytes(view[i : i + CHUNK_SIZE]) for i in range(0, len(view), CHUNK_SIZE))
         return _chain(self._prefix, self.raw_chunks())
 
 
@@ -214,14 +214,15 @@ def _from_bytes(
         data = _strip_bcc(data)
     if add_missing:
         data, message_id = _add_missing_headers(data, headers, resolved, message_id)
+    eight_bit = not data.isascii()
     return PreparedMessage(
         envelope=resolved,
         message_id=message_id,
         size=len(data),
-        eight_bit=not data.isascii(),
+        eight_bit=eight_bit,
         restartable=True,
-        utf8_headers=not _header_block(data).isascii(),
-        _source=_Source(data=data),
+        utf8_headers=eight_bit and not _header_block(data).isascii(),
+        _source=data,
     )
 
 

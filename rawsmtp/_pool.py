@@ -32,7 +32,8 @@ class SMTPPool(EngineFacade):
 
     def __init__(self, **options: Any) -> None:
         self._engine = PoolEngine(options, self)
-        self._inbox: deque[Callable[[float], None]] = deque()
+        # Actions for the loop; a new message is posted as itself (no closure per message).
+        self._inbox: deque[Callable[[float], None] | Submission] = deque()
         self._inbox_lock = threading.Lock()
         self._wake_pending = False
         self._thread: threading.Thread | None = None
@@ -67,8 +68,7 @@ class SMTPPool(EngineFacade):
         )
         if not isinstance(submission, Submission):
             return submission
-        engine = self._engine
-        self._post(lambda now: engine.enqueue(submission))
+        self._post(submission)
         return submission.future
 
     def verify(self) -> bool:
@@ -130,8 +130,8 @@ class SMTPPool(EngineFacade):
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def _post(self, action: Callable[[float], None]) -> None:
-        """Run ``action(now)`` on the loop thread (starting it on first use)."""
+    def _post(self, action: Callable[[float], None] | Submission) -> None:
+        """Run ``action(now)`` (or enqueue a Submission) on the loop thread, started on first use."""
         with self._inbox_lock:
             run_now = self._loop_done
             wake = False
@@ -144,7 +144,7 @@ class SMTPPool(EngineFacade):
                     )
                     self._thread.start()
         if run_now:  # the loop has ended: nothing can be sent any more
-            action(time.monotonic())
+            self._perform(action, time.monotonic())
         elif wake:
             with contextlib.suppress(OSError):
                 self._wake_w.send(b"\0")
@@ -180,6 +180,12 @@ class SMTPPool(EngineFacade):
             while self._wake_r.recv(4096):
                 pass
         for action in actions:
+            self._perform(action, now)
+
+    def _perform(self, action: Callable[[float], None] | Submission, now: float) -> None:
+        if isinstance(action, Submission):
+            self._engine.enqueue(action)
+        else:
             action(now)
 
     def _on_ready(self, key: selectors.SelectorKey, mask: int) -> None:
@@ -216,7 +222,7 @@ class SMTPPool(EngineFacade):
             self._loop_done = True
         for action in list(self._inbox):
             with contextlib.suppress(Exception):  # best effort at the very end
-                action(time.monotonic())
+                self._perform(action, time.monotonic())
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

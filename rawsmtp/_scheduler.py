@@ -24,15 +24,15 @@ from typing import Generic, TypeVar
 
 __all__ = ["Decisions", "Job", "Scheduler", "Slot"]
 
-PayloadT = TypeVar("PayloadT")
+JobT = TypeVar("JobT", bound="Job")
 _SCAN = 64  # how far into the queue next_deadline looks for jobs in backoff
 
 
 @dataclass(slots=True, eq=False)
-class Job(Generic[PayloadT]):
-    """One message waiting for, or using, a connection."""
+class Job:
+    """One message waiting for, or using, a connection: the driver's own message record
+    subclasses it, so a queued message is one object."""
 
-    payload: PayloadT
     attempts: int = 0  # failed tries so far
     not_before: float = 0.0  # backoff: not to be started before this time
     cancelled: bool = False
@@ -52,15 +52,15 @@ class Slot:
 
 
 @dataclass(slots=True)
-class Decisions(Generic[PayloadT]):
+class Decisions(Generic[JobT]):
     """What the driver must do now, in this order: retire, assign, open."""
 
     retire: list[Slot] = field(default_factory=list)
-    assign: list[tuple[Slot, Job[PayloadT]]] = field(default_factory=list)
+    assign: list[tuple[Slot, JobT]] = field(default_factory=list)
     open: int = 0
 
 
-class Scheduler(Generic[PayloadT]):
+class Scheduler(Generic[JobT]):
     def __init__(
         self,
         *,
@@ -81,7 +81,7 @@ class Scheduler(Generic[PayloadT]):
         self.retry_delay = retry_delay
         self.idle_timeout = idle_timeout
         self.max_connection_age = max_connection_age
-        self._queue: deque[Job[PayloadT]] = deque()
+        self._queue: deque[JobT] = deque()
         self._slots: list[Slot] = []
         self._starts: deque[float] = deque()  # start times inside the current rate window
         self._reopen_at = 0.0  # backoff after a failed connection set-up
@@ -89,12 +89,11 @@ class Scheduler(Generic[PayloadT]):
 
     # -- what the driver reports ----------------------------------------------------------------
 
-    def submit(self, payload: PayloadT) -> Job[PayloadT]:
-        job = Job(payload)
+    def submit(self, job: JobT) -> JobT:
         self._queue.append(job)
         return job
 
-    def cancel(self, job: Job[PayloadT]) -> bool:
+    def cancel(self, job: JobT) -> bool:
         """Remove a job that has not started; False when it already has."""
         if job.cancelled or job not in self._queue:
             return False
@@ -102,7 +101,7 @@ class Scheduler(Generic[PayloadT]):
         self._queue.remove(job)
         return True
 
-    def drain(self) -> list[Job[PayloadT]]:
+    def drain(self) -> list[JobT]:
         """Take every queued job out (the pool is closing)."""
         jobs = list(self._queue)
         self._queue.clear()
@@ -127,15 +126,15 @@ class Scheduler(Generic[PayloadT]):
         slot: Slot,
         now: float,
         *,
-        requeue: list[Job[PayloadT]],
+        requeue: list[JobT],
         setup_failed: bool = False,
-    ) -> list[Job[PayloadT]]:
+    ) -> list[JobT]:
         """A connection ended. Requeue ``requeue`` (jobs not completely sent) with backoff;
         after a failed set-up also charge every queued job one attempt. Returns the jobs that
         are out of attempts, for the driver to fail."""
         if slot in self._slots:
             self._slots.remove(slot)
-        exhausted: list[Job[PayloadT]] = []
+        exhausted: list[JobT] = []
         for job in reversed(requeue):
             if self._charge(job, now):
                 self._queue.appendleft(job)
@@ -169,8 +168,8 @@ class Scheduler(Generic[PayloadT]):
         """Nothing queued and room for another message without waiting."""
         return not self._queue and self.in_flight < self.max_connections
 
-    def decide(self, now: float) -> Decisions[PayloadT]:
-        decisions: Decisions[PayloadT] = Decisions()
+    def decide(self, now: float) -> Decisions[JobT]:
+        decisions: Decisions[JobT] = Decisions()
         for old in self._slots:
             if not old.retiring and self._should_retire(old, now):
                 old.retiring = True
@@ -210,7 +209,7 @@ class Scheduler(Generic[PayloadT]):
 
     # -- rules ----------------------------------------------------------------------------------
 
-    def _charge(self, job: Job[PayloadT], now: float) -> bool:
+    def _charge(self, job: JobT, now: float) -> bool:
         """Count a failed attempt; False when the job has no attempts left."""
         job.attempts += 1
         job.not_before = now + self._backoff(job.attempts)
@@ -229,12 +228,12 @@ class Scheduler(Generic[PayloadT]):
         age = self.max_connection_age
         return age is not None and now - slot.opened_at >= age
 
-    def _eligible(self, now: float, *, limit: int) -> list[Job[PayloadT]]:
+    def _eligible(self, now: float, *, limit: int) -> list[JobT]:
         """Up to ``limit`` startable jobs from the front; jobs in backoff let later ones pass.
 
         The scan stops at ``limit`` (zero when no connection has room): only the few jobs in
         backoff, requeued at the front, are passed over, so a long queue costs little."""
-        eligible: list[Job[PayloadT]] = []
+        eligible: list[JobT] = []
         for job in self._queue:
             if len(eligible) >= limit:
                 break

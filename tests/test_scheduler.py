@@ -5,11 +5,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawsmtp._scheduler import Scheduler, Slot
+from rawsmtp._scheduler import Job, Scheduler, Slot
 
 
 def run_pool(
-    scheduler: Scheduler[int],
+    scheduler: Scheduler[Job],
     arrivals: list[float],
     *,
     service_time: float,
@@ -26,7 +26,7 @@ def run_pool(
     now = 0.0
     while now <= horizon:
         while pending_arrivals and pending_arrivals[0] <= now:
-            scheduler.submit(len(starts))
+            scheduler.submit(Job())
             pending_arrivals.pop(0)
         for done in [f for f in finishing if f[0] <= now]:
             finishing.remove(done)
@@ -58,7 +58,7 @@ def test_rate_limit_is_exact_in_every_window(
     arrivals: list[float],
     service_time: float,
 ) -> None:
-    scheduler: Scheduler[int] = Scheduler(
+    scheduler: Scheduler[Job] = Scheduler(
         max_connections=connections, rate_limit=rate_limit, rate_delta=rate_delta
     )
     horizon = 1.5 + len(arrivals) / rate_limit * (rate_delta + 0.02)
@@ -71,7 +71,7 @@ def test_rate_limit_is_exact_in_every_window(
 
 
 def test_burst_is_not_let_through_by_many_connections() -> None:
-    scheduler: Scheduler[int] = Scheduler(max_connections=5, rate_limit=2, rate_delta=1.0)
+    scheduler: Scheduler[Job] = Scheduler(max_connections=5, rate_limit=2, rate_delta=1.0)
     starts = run_pool(scheduler, [0.0] * 10, service_time=0.0, horizon=5.0, step=0.1)
     assert starts[:2] == [0.0, 0.0]
     assert starts[2] >= 1.0
@@ -79,9 +79,9 @@ def test_burst_is_not_let_through_by_many_connections() -> None:
 
 
 def test_max_messages_retires_the_connection_and_opens_a_new_one() -> None:
-    scheduler: Scheduler[int] = Scheduler(max_connections=1, max_messages=2)
-    for n in range(3):
-        scheduler.submit(n)
+    scheduler: Scheduler[Job] = Scheduler(max_connections=1, max_messages=2)
+    for _ in range(3):
+        scheduler.submit(Job())
     decisions = scheduler.decide(0.0)
     assert decisions.open == 1
     slot = scheduler.slot_opened(0.0)
@@ -99,7 +99,7 @@ def test_max_messages_retires_the_connection_and_opens_a_new_one() -> None:
 
 
 def test_idle_timeout_and_max_age_retire_idle_connections_only() -> None:
-    scheduler: Scheduler[int] = Scheduler(idle_timeout=10.0, max_connection_age=25.0)
+    scheduler: Scheduler[Job] = Scheduler(idle_timeout=10.0, max_connection_age=25.0)
     slot = scheduler.slot_opened(0.0)
     scheduler.slot_ready(slot, 0.0)
     assert scheduler.next_deadline(0.0) == 10.0
@@ -108,7 +108,7 @@ def test_idle_timeout_and_max_age_retire_idle_connections_only() -> None:
     scheduler.slot_closed(slot, 10.0, requeue=[])
     busy = scheduler.slot_opened(10.0)
     scheduler.slot_ready(busy, 10.0)
-    job = scheduler.submit(1)
+    job = scheduler.submit(Job())
     assert scheduler.decide(10.0).assign == [(busy, job)]
     assert scheduler.decide(40.0).retire == []  # in use: never retired mid-message
     scheduler.job_finished(busy, 40.0)
@@ -116,8 +116,8 @@ def test_idle_timeout_and_max_age_retire_idle_connections_only() -> None:
 
 
 def test_requeue_is_bounded_with_backoff() -> None:
-    scheduler: Scheduler[int] = Scheduler(max_retries=2, retry_delay=1.0)
-    job = scheduler.submit(7)
+    scheduler: Scheduler[Job] = Scheduler(max_retries=2, retry_delay=1.0)
+    job = scheduler.submit(Job())
     slot = scheduler.slot_opened(0.0)
     scheduler.slot_ready(slot, 0.0)
     assert scheduler.decide(0.0).assign == [(slot, job)]
@@ -137,8 +137,8 @@ def test_requeue_is_bounded_with_backoff() -> None:
 
 
 def test_failed_setup_charges_the_queue_and_probes_with_one_connection() -> None:
-    scheduler: Scheduler[int] = Scheduler(max_connections=5, max_retries=1, retry_delay=1.0)
-    jobs = [scheduler.submit(n) for n in range(3)]
+    scheduler: Scheduler[Job] = Scheduler(max_connections=5, max_retries=1, retry_delay=1.0)
+    jobs = [scheduler.submit(Job()) for _ in range(3)]
     assert scheduler.decide(0.0).open == 3
     slots = [scheduler.slot_opened(0.0) for _ in range(3)]
     assert scheduler.slot_closed(slots[0], 0.0, requeue=[], setup_failed=True) == []
@@ -154,8 +154,8 @@ def test_failed_setup_charges_the_queue_and_probes_with_one_connection() -> None
 
 
 def test_cancel_removes_a_queued_job_only() -> None:
-    scheduler: Scheduler[int] = Scheduler()
-    first, second = scheduler.submit(1), scheduler.submit(2)
+    scheduler: Scheduler[Job] = Scheduler()
+    first, second = scheduler.submit(Job()), scheduler.submit(Job())
     assert scheduler.cancel(second)
     assert not scheduler.cancel(second)
     slot = scheduler.slot_opened(0.0)
@@ -165,9 +165,9 @@ def test_cancel_removes_a_queued_job_only() -> None:
 
 
 def test_is_idle_tracks_queue_and_capacity() -> None:
-    scheduler: Scheduler[int] = Scheduler(max_connections=1)
+    scheduler: Scheduler[Job] = Scheduler(max_connections=1)
     assert scheduler.is_idle()
-    scheduler.submit(1)
+    scheduler.submit(Job())
     assert not scheduler.is_idle()
     slot = scheduler.slot_opened(0.0)
     scheduler.slot_ready(slot, 0.0)
