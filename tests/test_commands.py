@@ -132,6 +132,31 @@ def test_transaction_drops_dsn_parameters_when_not_offered() -> None:
     assert tx.rcpt_command("c@d", dsn=False) == b"RCPT TO:<c@d>\r\n"
 
 
+@given(
+    st.lists(st.sampled_from(["c@d", "é@d", "x.y+z@[192.0.2.1]", '"a b"@d']), min_size=1),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
+def test_derived_copies_reuse_the_prototypes_rcpt_lines(
+    recipients: list[str], prototype_utf8: bool, copy_utf8: bool, dsn: bool
+) -> None:
+    """The lines a copy takes over are the ones it would build itself, whichever is built first."""
+    options = {"notify": frozenset({"SUCCESS", "DELAY"}), "orcpt": True}
+    try:
+        prototype = Transaction(
+            mail_from="a@b", recipients=tuple(recipients), smtputf8=prototype_utf8, **options
+        )
+    except LocalProtocolError:
+        assert not prototype_utf8  # only a non-ASCII address without SMTPUTF8 is refused
+        return
+    copy = prototype.derive(size=10, body=None, smtputf8=copy_utf8, tag=None)
+    fresh = Transaction(mail_from="a@b", recipients=tuple(recipients), smtputf8=True, **options)
+    built = tuple(fresh.rcpt_command(recipient, dsn=dsn) for recipient in recipients)
+    assert copy.rcpt_commands(dsn=dsn) == built
+    assert prototype.rcpt_commands(dsn=dsn) is copy.rcpt_commands(dsn=dsn)
+
+
 @given(st.text(max_size=60), st.booleans())
 def test_serialised_commands_never_carry_cr_lf_nul(address: str, smtputf8: bool) -> None:
     for build in (

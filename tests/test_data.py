@@ -99,6 +99,29 @@ def test_data_encode_then_decode_is_identity(data: bytes, cuts: list[int]) -> No
     assert re.search(rb"\r(?!\n)|(?<!\r)\n", wire) is None  # only CR LF pairs
 
 
+def stuffed(data: bytes) -> bytes:
+    """The DATA payload built the plain way: the whole message at once, line by line."""
+    lines = normalised(data).split(b"\r\n")[:-1]
+    wire = b"".join((b"." if line.startswith(b".") else b"") + line + b"\r\n" for line in lines)
+    return wire + b".\r\n"
+
+
+@given(
+    st.lists(
+        st.sampled_from([b"\r", b"\n", b".", b"a", b"\r\n", b"\r\n.", b"\n."]), max_size=80
+    ).map(b"".join),
+    st.lists(st.integers(0, 40), max_size=20),
+)
+def test_chunked_encoding_equals_line_by_line_stuffing(data: bytes, cuts: list[int]) -> None:
+    """Chunks with and without line-start dots, split anywhere, give the line-by-line bytes."""
+    chunks, position = [], 0
+    for size in cuts:
+        chunks.append(data[position : position + size])
+        position += size
+    chunks.append(data[position:])
+    assert encode(chunks) == stuffed(data)
+
+
 @given(message_bytes, st.lists(st.integers(0, 40), max_size=20))
 def test_bdat_chunks_carry_the_normalised_message(data: bytes, cuts: list[int]) -> None:
     encoder, wire, position = ChunkingEncoder(), b"", 0

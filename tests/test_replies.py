@@ -150,3 +150,57 @@ def test_parsing_does_not_depend_on_how_bytes_are_split(
 def test_arbitrary_bytes_only_raise_remote_protocol_error(data: bytes) -> None:
     with contextlib.suppress(RemoteProtocolError):
         parse_all(data, max_line_length=512, max_lines=4)
+
+
+def test_a_remembered_line_still_ends_a_multiline_reply_by_the_rules() -> None:
+    parser = ReplyParser()
+    parser.feed(b"250 Ok\r\n251 Ok\r\n250-first\r\n250 Ok\r\n")
+    assert [parser.next_reply() for _ in range(3)] == [
+        Reply(250, ("Ok",)),
+        Reply(251, ("Ok",)),
+        Reply(250, ("first", "Ok")),
+    ]
+    parser.feed(b"250-first\r\n251 Ok\r\n")
+    with pytest.raises(RemoteProtocolError, match="code changed"):
+        parser.next_reply()
+
+
+def test_replies_that_differ_each_time_are_all_parsed() -> None:
+    data = b"".join(b"250 2.0.0 Ok: queued as Q%d\r\n" % index for index in range(500))
+    assert (
+        parse_all(data + data)
+        == [Reply(250, (f"2.0.0 Ok: queued as Q{i}",)) for i in range(500)] * 2
+    )
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"250 2.1.0 Ok\r\n",
+                b"250 2.1.5 Ok\n",
+                b"354 End data with <CR><LF>.<CR><LF>\r\n",
+                b"250 \r\n",
+                b"250\r\n",
+                b"250-x\r\n250 2.1.0 Ok\r\n",
+                b"550 5.1.1 no\r\n",
+                b"250 caf\xe9\r\n",
+            ]
+        ),
+        max_size=40,
+    ),
+    st.lists(st.integers(1, 50), max_size=30),
+)
+def test_remembered_replies_equal_freshly_parsed_ones(
+    raw_replies: list[bytes], cuts: list[int]
+) -> None:
+    """One parser sees each reply many times; a new parser per reply parses each from scratch."""
+    expected = [reply for raw in raw_replies for reply in parse_all(raw)]
+    data, parser, got, position = b"".join(raw_replies), ReplyParser(), [], 0
+    for size in [*cuts, len(data)]:
+        parser.feed(data[position : position + size])
+        position += size
+        while (reply := parser.next_reply()) is not None:
+            got.append(reply)
+    assert got == expected
+    assert [reply.enhanced_code for reply in got] == [reply.enhanced_code for reply in expected]

@@ -203,6 +203,12 @@ class ClientConnection:
         self._initial_response_due: bytes | None = None
         self._quit_requested = False
         self._activity = now
+        # Seconds of silence allowed while each kind of reply is awaited (None: no limit).
+        self._timeouts: dict[_Expect, float | None] = {
+            **dict.fromkeys(_Expect, config.command_timeout),
+            _Expect.GREETING: config.greeting_timeout,
+            _Expect.DATA_END: config.data_timeout,
+        }
         self._trace: list[tuple[str, str]] | None = [] if config.trace else None
 
     # -- public surface -----------------------------------------------------------------------
@@ -246,11 +252,7 @@ class ClientConnection:
             self._close(RemoteProtocolError("unencrypted data received during TLS handshake"))
             return
         self._parser.feed(data)
-        try:
-            while self.state is not State.CLOSED and (reply := self._parser.next_reply()):
-                self._on_reply(reply)
-        except RemoteProtocolError as error:
-            self._close(error)
+        self._on_received()
 
     def next_event(self) -> Event | NeedData:
         return self._events.popleft() if self._events else NEED_DATA
@@ -279,7 +281,7 @@ class ClientConnection:
         """When :meth:`handle_timer` must be called, or None while no reply is awaited."""
         if not self._pending or self._activity is None or self._state is State.CLOSED:
             return None
-        timeout = self._timeout_for(self._pending[0].expect)
+        timeout = self._timeouts[self._pending[0].expect]
         return None if timeout is None else self._activity + timeout
 
     def handle_timer(self, now: float) -> None:
@@ -417,26 +419,28 @@ class ClientConnection:
             with_body_type=ext.eightbitmime or ext.binarymime,
         )
         message.commands.append((mail, _Expect.MAIL, None))
-        for recipient in transaction.recipients:
-            rcpt = transaction.rcpt_command(recipient, dsn=dsn)
+        rcpts = transaction.rcpt_commands(dsn=dsn)
+        for recipient, rcpt in zip(transaction.recipients, rcpts, strict=True):
             message.commands.append((rcpt, _Expect.RCPT, recipient))
         if not message.chunking:
             message.commands.append((_commands.DATA, _Expect.DATA, None))
 
     def _check_capabilities(self, transaction: Transaction) -> None:
-        ext = self._extensions
-        missing = [
-            name
-            for name, needed, offered in (
-                ("SMTPUTF8", transaction.smtputf8, ext.smtputf8),
-                ("8BITMIME", transaction.body == "8BITMIME", ext.eightbitmime),
-                ("BINARYMIME", transaction.body == "BINARYMIME", ext.binarymime and ext.chunking),
-                ("REQUIRETLS", transaction.requiretls, ext.requiretls and self._tls),
-            )
-            if needed and not offered
-        ]
-        if missing:
-            raise SMTPCapabilityError(f"the message needs {', '.join(missing)}, not offered")
+        ext, body = self._extensions, transaction.body
+        # Most messages need no extension (a 7BIT body needs none): no list to build for them.
+        if transaction.smtputf8 or body or transaction.requiretls:
+            missing = [
+                name
+                for name, needed, offered in (
+                    ("SMTPUTF8", transaction.smtputf8, ext.smtputf8),
+                    ("8BITMIME", body == "8BITMIME", ext.eightbitmime),
+                    ("BINARYMIME", body == "BINARYMIME", ext.binarymime and ext.chunking),
+                    ("REQUIRETLS", transaction.requiretls, ext.requiretls and self._tls),
+                )
+                if needed and not offered
+            ]
+            if missing:
+                raise SMTPCapabilityError(f"the message needs {', '.join(missing)}, not offered")
         if ext.size and transaction.size is not None and transaction.size > ext.size:
             raise SMTPCapabilityError(
                 f"message of {transaction.size} bytes exceeds the server's SIZE {ext.size}"
@@ -514,6 +518,15 @@ class ClientConnection:
         self._write(_commands.RSET, _Pending(_Expect.RSET))
 
     # -- reading --------------------------------------------------------------------------------
+
+    def _on_received(self) -> None:
+        """Act on each complete reply received, until there are no more or the session ends."""
+        parser = self._parser  # replaced by start_tls_done() only, never while replies are read
+        try:
+            while self._state is not State.CLOSED and (reply := parser.next_reply()) is not None:
+                self._on_reply(reply)
+        except RemoteProtocolError as error:
+            self._close(error)
 
     def _on_reply(self, reply: Reply) -> None:
         if self._trace is not None:
@@ -763,13 +776,6 @@ class ClientConnection:
     def _require(self, operation: str) -> None:
         if self._state not in _ALLOWED[operation]:
             raise LocalProtocolError(f"{operation}() is not allowed in state {self._state.name}")
-
-    def _timeout_for(self, expect: _Expect) -> float | None:
-        if expect is _Expect.GREETING:
-            return self.config.greeting_timeout
-        if expect is _Expect.DATA_END:
-            return self.config.data_timeout
-        return self.config.command_timeout
 
 
 _ReplyHandler = Callable[[ClientConnection, Reply, _Pending], None]

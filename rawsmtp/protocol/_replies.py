@@ -23,6 +23,8 @@ DEFAULT_MAX_REPLY_LINES = 256
 _LINE = re.compile(rb"([2-5][0-5][0-9])([ -]?)(.*)", re.DOTALL)
 # RFC 3463: class "." subject "." detail, class matching the reply's first digit.
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+# How many distinct single-line replies a parser remembers.
+_SEEN_REPLIES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,9 @@ class ReplyParser:
         self._max_lines = max_lines
         self._code: int | None = None
         self._lines: list[str] = []
+        # A server answers MAIL, RCPT and DATA with the same line message after message, so a
+        # single-line reply is parsed once and then found by its bytes (a Reply is immutable).
+        self._seen: dict[bytes, Reply] = {}
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -116,13 +121,10 @@ class ReplyParser:
             if end - start > self._max_line_length:
                 raise RemoteProtocolError(f"reply line longer than {self._max_line_length} bytes")
             stop = end - 1 if end > start and buffer[end - 1] == 13 else end  # CR LF or bare LF
-            # Matched in place (no copy of the line); groups are taken before any compaction.
-            match = _LINE.fullmatch(buffer, start, stop)
-            if match is None:
-                raise RemoteProtocolError(
-                    f"malformed reply line: {bytes(buffer[start:stop][:80])!r}"
-                )
-            reply = self._add_line(*match.groups())
+            line = bytes(buffer[start:stop])
+            reply = None if self._lines else self._seen.get(line)
+            if reply is None:
+                reply = self._add_line(line)
             self._start, self._searched = end + 1, 0
             if self._start > 65536 and self._start * 2 > len(buffer):
                 # Compact now and then rather than on every line, so parsing stays linear.
@@ -131,7 +133,11 @@ class ReplyParser:
             if reply is not None:
                 return reply
 
-    def _add_line(self, code_digits: bytes, separator: bytes, text: bytes) -> Reply | None:
+    def _add_line(self, line: bytes) -> Reply | None:
+        match = _LINE.fullmatch(line)
+        if match is None:
+            raise RemoteProtocolError(f"malformed reply line: {line[:80]!r}")
+        code_digits, separator, text = match.groups()
         code = int(code_digits)
         if self._code is not None and code != self._code:
             raise RemoteProtocolError(
@@ -147,4 +153,9 @@ class ReplyParser:
             return None
         lines = tuple(self._lines)
         self._code, self._lines = None, []
-        return Reply(code=code, lines=lines)
+        reply = Reply(code=code, lines=lines)
+        if len(lines) == 1:
+            if len(self._seen) >= _SEEN_REPLIES:
+                self._seen.clear()  # replies that differ each time (queue IDs) must not pile up
+            self._seen[line] = reply
+        return reply

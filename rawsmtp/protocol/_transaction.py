@@ -38,14 +38,16 @@ class Transaction:
     orcpt: bool = False
     requiretls: bool = False
     tag: object = field(default=None, repr=False)
+    # RCPT lines by ``dsn``, serialised once per envelope: derive() hands its copies this same
+    # dict, since their recipients and DSN options are the prototype's.
+    _rcpt_lines: dict[bool, tuple[bytes, ...]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.recipients, str) or not self.recipients:
             raise LocalProtocolError("a transaction needs a non-empty tuple of recipients")
         # Serialising once checks every address and parameter with the code that sends them.
         self.mail_command(dsn=True)
-        for recipient in self.recipients:
-            self.rcpt_command(recipient, dsn=True)
+        self.rcpt_commands(dsn=True)
 
     def derive(
         self,
@@ -65,7 +67,7 @@ class Transaction:
         if body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
             raise LocalProtocolError(f"invalid BODY: {body!r}")
         copy = object.__new__(Transaction)
-        for name in _FIELDS:
+        for name in _SHARED_FIELDS:
             object.__setattr__(copy, name, getattr(self, name))
         object.__setattr__(copy, "size", size)
         object.__setattr__(copy, "body", body)
@@ -86,6 +88,16 @@ class Transaction:
             requiretls=self.requiretls,
         )
 
+    def rcpt_commands(self, *, dsn: bool) -> tuple[bytes, ...]:
+        """:meth:`rcpt_command` for each recipient, in order."""
+        lines = self._rcpt_lines.get(dsn)
+        if lines is None:
+            # No line depends on smtputf8, the one thing a copy may change (and only widen), so
+            # whichever transaction of the family builds the lines first builds them for all.
+            lines = tuple(self.rcpt_command(recipient, dsn=dsn) for recipient in self.recipients)
+            self._rcpt_lines[dsn] = lines
+        return lines
+
     def rcpt_command(self, recipient: str, *, dsn: bool) -> bytes:
         return _commands.rcpt(
             recipient,
@@ -95,4 +107,7 @@ class Transaction:
         )
 
 
-_FIELDS = tuple(f.name for f in fields(Transaction))
+# What a copy takes over from its prototype; derive() sets the rest.
+_SHARED_FIELDS = tuple(
+    f.name for f in fields(Transaction) if f.name not in ("size", "body", "smtputf8", "tag")
+)
