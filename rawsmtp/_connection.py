@@ -48,7 +48,9 @@ __all__ = ["Connection", "ConnectionSettings", "Owner", "SocketPlan", "ehlo_name
 # Stop pulling message chunks while this much is waiting to be written: memory stays bounded
 # however large the message.
 _HIGH_WATER = 256 * 1024
-_RECV_SIZE = 256 * 1024
+# Below glibc's mmap threshold (128 KiB): a bigger recv() buffer is mapped, shrunk and unmapped
+# on every call, three system calls more per read. Replies are small; TLS records, 16 KiB.
+_RECV_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)

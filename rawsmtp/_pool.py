@@ -176,9 +176,6 @@ class SMTPPool(EngineFacade):
             actions = list(self._inbox)
             self._inbox.clear()
             self._wake_pending = False
-        with contextlib.suppress(BlockingIOError, OSError):
-            while self._wake_r.recv(4096):
-                pass
         for action in actions:
             self._perform(action, now)
 
@@ -190,8 +187,11 @@ class SMTPPool(EngineFacade):
 
     def _on_ready(self, key: selectors.SelectorKey, mask: int) -> None:
         connection = key.data
-        if connection is None:
-            return  # the wake-up socket; the inbox is drained next round
+        if connection is None:  # the wake-up socket; the inbox is drained next round
+            with contextlib.suppress(OSError):  # BlockingIOError once it is empty
+                while self._wake_r.recv(4096):
+                    pass
+            return
         now = time.monotonic()
         if mask & selectors.EVENT_WRITE and connection in self._registered:
             connection.on_writable(now)

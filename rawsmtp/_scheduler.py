@@ -190,11 +190,13 @@ class Scheduler(Generic[JobT]):
         """The earliest time at which :meth:`decide` may decide something new by itself."""
         times: list[float] = []
         if self._queue:
-            # Jobs in backoff were requeued at the front, so the head holds the earliest. A job
-            # already due is waiting for room on a connection, which a reply brings, not time.
-            due = min(job.not_before for job in islice(self._queue, _SCAN))
-            if due > now:
-                times.append(due)
+            # Jobs ever charged a backoff precede every other (requeues go to the front; a
+            # failed set-up charges all), so a head never charged means none is waiting out a
+            # backoff. A job already due waits for room, which a reply brings, not time.
+            if self._queue[0].not_before:
+                due = min(job.not_before for job in islice(self._queue, _SCAN))
+                if due > now:
+                    times.append(due)
             if self.rate_limit is not None and len(self._starts) >= self.rate_limit:
                 times.append(self._starts[0] + self.rate_delta)
             if self._reopen_at > now:
