@@ -12,13 +12,12 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import ssl
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ._errors import SMTPConnectionError, SMTPProxyError
-from ._tls_layer import TLSLayer, tls_error
 from .protocol import (
     NEED_DATA,
     Authenticated,
@@ -42,6 +41,11 @@ from .protocol import (
 )
 from .protocol._sasl import SASLMechanism
 from .proxy import ProxyHandshake
+
+if TYPE_CHECKING:
+    import ssl
+
+    from ._tls_layer import TLSLayer
 
 __all__ = ["Connection", "ConnectionSettings", "Owner", "SocketPlan", "ehlo_name"]
 
@@ -72,7 +76,7 @@ class ConnectionSettings:
     port: int
     secure: bool
     starttls: str  # "opportunistic" | "required" | "never"
-    ssl_context: ssl.SSLContext
+    ssl_context: ssl.SSLContext | None  # None when TLS is never used (ignore_tls, plain port)
     server_hostname: str
     name: str | None
     local_address: str | None
@@ -165,7 +169,7 @@ class Connection:
         if plan.sock is not None:
             plan.sock.setblocking(False)
             self.sock = plan.sock
-            self._ssl_socket = plan.secured and isinstance(plan.sock, ssl.SSLSocket)
+            self._ssl_socket = plan.secured and _is_ssl_socket(plan.sock)
             self._connected(now, secured=plan.secured)
             return
         self._addresses = list(plan.addresses)
@@ -232,7 +236,7 @@ class Connection:
 
     def _connected(self, now: float, *, secured: bool) -> None:
         if self.settings.secure and not secured:
-            self._tls = TLSLayer(self.settings.ssl_context, self.settings.server_hostname)
+            self._tls = self._new_tls_layer()
             self._advance_tls(now)
         else:
             self._start_session(now, tls=secured)
@@ -317,13 +321,8 @@ class Connection:
             return
         try:
             data = self.sock.recv(_RECV_SIZE)
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return
-        except ssl.SSLError as error:
-            self._lose(tls_error(error))
-            return
         except OSError as error:
-            self._lose(SMTPConnectionError(f"connection error: {error}"))
+            self._on_socket_error(error)
             return
         self._last_progress = now
         if self._proxy is not None:
@@ -416,7 +415,7 @@ class Connection:
         elif isinstance(event, AuthenticationFailed):
             self._on_auth_failed(event)
         elif isinstance(event, StartTLS):
-            self._tls = TLSLayer(self.settings.ssl_context, self.settings.server_hostname)
+            self._tls = self._new_tls_layer()
             self._setup_deadline = now + self.settings.connection_timeout
             self._advance_tls(now)
         elif isinstance(event, ConnectionClosed):
@@ -458,9 +457,15 @@ class Connection:
         """The server's DER certificate once TLS is up (None without TLS or when unknown)."""
         if self._tls is not None and self._tls.handshake_done:
             return self._tls.object.getpeercert(binary_form=True)
-        if self._ssl_socket and isinstance(self.sock, ssl.SSLSocket):
-            return self.sock.getpeercert(binary_form=True)
+        if self._ssl_socket and self.sock is not None:
+            return cast("ssl.SSLSocket", self.sock).getpeercert(binary_form=True)
         return None
+
+    def _new_tls_layer(self) -> TLSLayer:
+        from ._tls_layer import TLSLayer  # with ssl: only pools that use TLS load OpenSSL
+
+        assert self.settings.ssl_context is not None  # made whenever TLS may be used
+        return TLSLayer(self.settings.ssl_context, self.settings.server_hostname)
 
     def _on_auth_failed(self, event: AuthenticationFailed) -> None:
         if self.settings.renewable and not self._retried_auth and event.error.code is not None:
@@ -551,20 +556,39 @@ class Connection:
             return
         try:
             sent = self.sock.send(self._sendbuf)
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            return
         except OSError as error:
-            self._lose(SMTPConnectionError(f"connection error: {error}"))
+            self._on_socket_error(error)
             return
         if sent:
             del self._sendbuf[:sent]
             self._last_progress = now
+
+    def _on_socket_error(self, error: OSError) -> None:
+        """A recv() or send() failed; "not now" (the socket would block) is no failure."""
+        if isinstance(error, BlockingIOError):
+            return
+        if self._ssl_socket:  # a secured socket from get_socket raises ssl's own errors
+            import ssl
+
+            from ._tls_layer import tls_error
+
+            if isinstance(error, ssl.SSLWantReadError | ssl.SSLWantWriteError):
+                return
+            if isinstance(error, ssl.SSLError):
+                self._lose(tls_error(error))
+                return
+        self._lose(SMTPConnectionError(f"connection error: {error}"))
 
     def _trace(self) -> None:
         if self.core is None or not self.settings.debug:
             return
         for direction, line in self.core.take_trace():
             self.log.debug("[%d] %s: %s", self.id, direction, line)
+
+
+def _is_ssl_socket(sock: socket.socket) -> bool:
+    ssl = sys.modules.get("ssl")  # an SSLSocket cannot exist before ssl is imported
+    return ssl is not None and isinstance(sock, ssl.SSLSocket)
 
 
 def protocol_error_of(error: BaseException) -> SMTPError:

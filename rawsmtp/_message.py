@@ -11,19 +11,20 @@ raises a ``ValueError`` subclass from ``send()`` itself.
 
 from __future__ import annotations
 
-import email.generator
-import email.message
-import email.policy
 import email.utils
 import functools
 import io
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from .protocol import LocalProtocolError, validate_address
 from .protocol._transaction import Transaction
+
+if TYPE_CHECKING:
+    import email.message
 
 __all__ = ["CHUNK_SIZE", "Envelope", "PreparedMessage", "prepare_message"]
 
@@ -180,7 +181,9 @@ def _seekable(file: IO[bytes]) -> bool:
 
 def prepare_message(message: Any, envelope: Envelope | Mapping[str, Any] | None) -> PreparedMessage:
     """Validate and normalise what ``send()`` was given (see the module docstring)."""
-    if isinstance(message, email.message.Message):
+    # email.message is not imported for this check: a Message cannot exist before it is.
+    email_message = sys.modules.get("email.message")
+    if email_message is not None and isinstance(message, email_message.Message):
         return _from_bytes(_flatten(message), envelope, add_missing=True)
     if isinstance(message, str):
         message = message.encode("utf-8")
@@ -195,6 +198,9 @@ def prepare_message(message: Any, envelope: Envelope | Mapping[str, Any] | None)
 
 def _flatten(message: email.message.Message) -> bytes:
     """Serialise with CRLF line ends (the Bcc header is removed from the bytes afterwards)."""
+    import email.generator
+    import email.policy
+
     policy = message.policy if isinstance(message.policy, email.policy.EmailPolicy) else None
     policy = (policy or email.policy.SMTP).clone(linesep="\r\n")
     out = io.BytesIO()

@@ -14,16 +14,18 @@ from __future__ import annotations
 import difflib
 import logging
 import math
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import SMTPConfigError
 from ._services import Service, lookup_service
 from ._tls import TLS_FLAGS, canonical_tls_key, normalize_tls
 from .protocol import LocalProtocolError, validate_hostname
 from .proxy import parse_proxy_url
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["Options", "canonical_option", "make_options", "option_text_value", "tls_text_value"]
 
@@ -141,11 +143,13 @@ def _callable(option: str, value: Any) -> Any:
 
 
 def _tls(option: str, value: Any) -> ssl.SSLContext | dict[str, Any]:
+    if isinstance(value, dict):
+        return normalize_tls(value)
+    import ssl  # only now: see _tls's docstring
+
     if isinstance(value, ssl.SSLContext):
         return value
-    if not isinstance(value, dict):
-        raise _fail(option, f"must be an ssl.SSLContext or a dict, not {type(value).__name__}")
-    return normalize_tls(value)
+    raise _fail(option, f"must be an ssl.SSLContext or a dict, not {type(value).__name__}")
 
 
 def _proxy(option: str, value: Any) -> str:

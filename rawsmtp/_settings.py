@@ -43,7 +43,9 @@ def connection_settings(options: Options) -> ConnectionSettings:
         starttls="never"
         if options.ignore_tls
         else ("required" if options.require_tls else "opportunistic"),
-        ssl_context=build_ssl_context(options.tls),
+        ssl_context=build_ssl_context(options.tls)
+        if options.secure or not options.ignore_tls
+        else None,
         server_hostname=server_name_override(options.tls) or options.host,
         name=options.name,
         local_address=options.local_address,

@@ -8,17 +8,22 @@ Nodemailer users already have in their configuration.
 ``min_version`` may be lowered to ``"TLSv1"`` or ``"TLSv1.1"`` for old servers. The default
 stays TLS 1.2, Python warns about the old versions, and OpenSSL's security level may still refuse
 them (``ciphers="DEFAULT:@SECLEVEL=0"`` lowers it).
+
+``ssl`` is imported when a context is built or a version checked, not with the package: a pool
+that never uses TLS (a local relay) does not load OpenSSL, about 4 MB.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import SMTPConfigError
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "TLS_FLAGS",
@@ -28,11 +33,11 @@ __all__ = [
     "server_name_override",
 ]
 
-_VERSIONS = {
-    "TLSv1": ssl.TLSVersion.TLSv1,
-    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
-    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
-    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+_VERSIONS = {  # Node's names -> ssl.TLSVersion members
+    "TLSv1": "TLSv1",
+    "TLSv1.1": "TLSv1_1",
+    "TLSv1.2": "TLSv1_2",
+    "TLSv1.3": "TLSv1_3",
 }
 
 
@@ -68,10 +73,12 @@ def _pem(key: str, value: Any) -> str | bytes:
 
 
 def _version(key: str, value: Any) -> ssl.TLSVersion:
+    import ssl
+
     if isinstance(value, ssl.TLSVersion):
         return value
     if isinstance(value, str) and value in _VERSIONS:
-        return _VERSIONS[value]
+        return ssl.TLSVersion[_VERSIONS[value]]
     raise _fail(key, f"must be one of {', '.join(_VERSIONS)}, not {value!r}")
 
 
@@ -128,6 +135,8 @@ def server_name_override(tls: ssl.SSLContext | dict[str, Any] | None) -> str | N
 
 def build_ssl_context(tls: ssl.SSLContext | dict[str, Any] | None) -> ssl.SSLContext:
     """The context for TLS connections: a given one as it is, else a verifying default."""
+    import ssl
+
     if isinstance(tls, ssl.SSLContext):
         return tls
     if tls is None:
@@ -148,6 +157,8 @@ def build_ssl_context(tls: ssl.SSLContext | dict[str, Any] | None) -> ssl.SSLCon
 
 
 def _configure(context: ssl.SSLContext, settings: dict[str, Any]) -> None:
+    import ssl
+
     if "min_version" in settings:
         context.minimum_version = settings["min_version"]
     if "max_version" in settings:

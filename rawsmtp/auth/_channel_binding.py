@@ -12,8 +12,6 @@ algorithm: ``Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, sign
 
 from __future__ import annotations
 
-import hashlib
-
 __all__ = ["TLS_SERVER_END_POINT", "ChannelBinding", "tls_server_end_point"]
 
 TLS_SERVER_END_POINT = "tls-server-end-point"
@@ -66,6 +64,8 @@ def tls_server_end_point(certificate: bytes) -> ChannelBinding | None:
         return None
     if hash_name in ("md5", "sha1"):
         hash_name = "sha256"
+    import hashlib  # on use: it loads OpenSSL (see rawsmtp._tls)
+
     return TLS_SERVER_END_POINT, hashlib.new(hash_name, certificate).digest()
 
 

@@ -5,9 +5,6 @@ SCRAM, which also proves the server knows the password, lives in :mod:`._scram`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 from .._errors import SMTPConfigError
 from ._base import Mechanism, decode_text, fail
 from ._credentials import Credentials
@@ -86,5 +83,8 @@ class CramMD5(Mechanism):
         if not challenge:
             fail("CRAM-MD5: the server sent an empty challenge")
         self._answered = True
+        import hashlib  # on use, with hmac: they load OpenSSL (see rawsmtp._tls)
+        import hmac
+
         digest = hmac.new(self._password, challenge, hashlib.md5).hexdigest()
         return self._user + b" " + digest.encode("ascii")

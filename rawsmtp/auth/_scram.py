@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
-import secrets
 from enum import Enum
 
 from .._errors import SMTPConfigError
@@ -90,7 +87,11 @@ class Scram(Mechanism):
         self._plus = plus
         user, password = prepare_credentials(credentials)
         self._password = password.encode("utf-8")
-        self._nonce = _check_nonce(nonce) if nonce is not None else secrets.token_urlsafe(24)
+        if nonce is None:
+            import secrets  # here and below on use: hashing loads OpenSSL (see rawsmtp._tls)
+
+            nonce = secrets.token_urlsafe(24)
+        self._nonce = _check_nonce(nonce)
         if channel_binding is None:
             flag = "n"
         elif plus:
@@ -136,6 +137,8 @@ class Scram(Mechanism):
         cbind_input = self._gs2_header.encode("utf-8") + self._cbind_data
         without_proof = f"c={base64.b64encode(cbind_input).decode()},r={nonce}"
         auth_message = f"{self._client_first_bare},{server_first},{without_proof}".encode()
+        import hashlib
+
         salted = hashlib.pbkdf2_hmac(self._digest, self._password, salt, iterations)
         client_key = self._hmac(salted, b"Client Key")
         stored_key = hashlib.new(self._digest, client_key).digest()
@@ -153,10 +156,14 @@ class Scram(Mechanism):
         if not first.startswith("v="):
             fail(f"{self.name}: malformed server-final message: {server_final!r}")
         verifier = _b64decode(first[2:], "v")
+        import hmac
+
         if not hmac.compare_digest(verifier, self._server_signature):
             fail(f"{self.name}: the server's signature does not verify (wrong server?)")
 
     def _hmac(self, key: bytes, message: bytes) -> bytes:
+        import hmac
+
         return hmac.new(key, message, self._digest).digest()
 
 
