@@ -61,6 +61,10 @@ class SendFuture(Future[T]):
         self._on_cancel = on_cancel
 
     def result(self, timeout: float | None = None) -> T:
+        # FINISHED is final and set after the outcome: a bulk sender collecting thousands of
+        # results takes neither the lock nor the detour through the base class.
+        if self._state == FINISHED and self._exception is None:
+            return self._result  # type: ignore[return-value]
         self._wait_settled(timeout)
         return super().result(0)
 
