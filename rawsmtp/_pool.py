@@ -158,10 +158,12 @@ class SMTPPool(EngineFacade):
                 engine.decide(now)
                 if engine.finished:
                     break  # checked after the inbox, which is where close() arrives
+                engine.flush_output(now)
                 self._update_registrations()
                 deadline = engine.next_deadline(now)
                 for key, mask in self._selector.select(self._timeout(deadline, now)):
                     self._on_ready(key, mask)
+                engine.flush_output(time.monotonic())  # answers to the replies, at once
                 if deadline is not None and (now := time.monotonic()) >= deadline:
                     engine.fire_timers(now)  # only when the earliest deadline has come
         except BaseException:  # pragma: no cover - a bug; fail everything rather than hang

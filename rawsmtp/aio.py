@@ -138,6 +138,7 @@ class SMTPPool(EngineFacade):
             self._cancel_timer()
             self._finished.set()
             return
+        engine.flush_output(now)
         for connection in list(engine.connections):
             self._watch_socket(connection)
         self._set_timer(engine.next_deadline(now), now)
