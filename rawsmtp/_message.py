@@ -14,7 +14,6 @@ from __future__ import annotations
 import email.utils
 import functools
 import io
-import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,11 +30,9 @@ __all__ = ["CHUNK_SIZE", "Envelope", "PreparedMessage", "prepare_message"]
 CHUNK_SIZE = 64 * 1024
 # How much of a stream is read to find its header block when the envelope must come from it.
 MAX_HEADER_BLOCK = 1024 * 1024
-# Group 1 is the empty line: what precedes it is the header block, last line end included.
 # Header fields read from a message (names lower-cased), each with its values in order.
 _Headers = dict[str, list[str]]
 _WANTED_FIELDS = frozenset({"from", "sender", "to", "cc", "bcc", "message-id", "date"})
-_HEADER_END = re.compile(rb"\r?\n(\r?\n)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,7 +273,7 @@ def _read_header_block(chunks: Iterator[bytes]) -> bytes:
     head = bytearray()
     for chunk in chunks:
         head += chunk
-        if _HEADER_END.search(head) or len(head) > MAX_HEADER_BLOCK:
+        if _blank_line(head) or len(head) > MAX_HEADER_BLOCK:
             break
     return bytes(head)
 
@@ -303,9 +300,21 @@ def _file_size(file: Any) -> int | None:
     return int(end - start)
 
 
+def _blank_line(data: bytes | bytearray) -> tuple[int, int] | None:
+    """Where the empty line that ends the header block starts and ends (LF or CR LF ends).
+
+    Two substring searches: a regex for the same pattern is several times slower.
+    """
+    lf_lf, lf_crlf = data.find(b"\n\n"), data.find(b"\n\r\n")
+    if lf_crlf != -1 and (lf_lf == -1 or lf_crlf < lf_lf):
+        return lf_crlf + 1, lf_crlf + 3
+    return (lf_lf + 1, lf_lf + 2) if lf_lf != -1 else None
+
+
 def _header_block(data: bytes) -> bytes:
-    match = _HEADER_END.search(data)
-    return data[: match.end()] if match else data
+    """The header block with the empty line that ends it (all of ``data`` when there is none)."""
+    blank = _blank_line(data)
+    return data[: blank[1]] if blank else data
 
 
 def _parse_headers(data: bytes) -> _Headers:
@@ -332,8 +341,8 @@ def _parse_headers(data: bytes) -> _Headers:
 
 def _strip_bcc(data: bytes) -> bytes:
     """Remove every Bcc field (with its folded continuation lines) from the header block."""
-    match = _HEADER_END.search(data)
-    end = match.start(1) if match else len(data)
+    blank = _blank_line(data)
+    end = blank[0] if blank else len(data)
     lines = data[:end].splitlines(keepends=True)
     kept, skipping = [], False
     for line in lines:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.message
 import io
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rawsmtp import Envelope, LocalProtocolError
-from rawsmtp._message import CHUNK_SIZE, prepare_message
+from rawsmtp._message import CHUNK_SIZE, _blank_line, prepare_message
 
 RAW = (
     b"From: Ann <ann@example.org>\r\nTo: bob@example.com, Carl <carl@example.com>\r\n"
@@ -174,3 +175,12 @@ def test_envelope_derivation_property(sender: str, to: list[str], bcc: list[str]
     assert prepared.envelope.rcpt_to == tuple(dict.fromkeys(to + bcc))
     sent = body(prepared)
     assert b"Bcc:" not in sent and sent.endswith(b"\r\n\r\nbody\r\n")
+
+
+@given(st.lists(st.sampled_from([b"a", b":", b" ", b"\r", b"\n", b"\r\n", b"x: y"]), max_size=30))
+def test_blank_line_finds_what_the_header_end_pattern_finds(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    match = re.search(rb"\r?\n(\r?\n)", data)
+    expected = (match.start(1), match.end()) if match else None
+    assert _blank_line(data) == expected
+    assert _blank_line(bytearray(data)) == expected
