@@ -181,7 +181,8 @@ class Scheduler(Generic[JobT]):
             self._queue.remove(job)  # near the front: the queue is FIFO
             slot.in_flight += 1
             slot.started += 1
-            self._starts.append(now)
+            if self.rate_limit is not None:  # only then is the window trimmed, and needed
+                self._starts.append(now)
             decisions.assign.append((slot, job))
         decisions.open = self._connections_to_open(now)
         return decisions
@@ -243,23 +244,28 @@ class Scheduler(Generic[JobT]):
                 eligible.append(job)
         return eligible
 
+    # Plain loops below, not generators: decide() runs on every round of the pool's loop.
+
     def _spare_capacity(self) -> int:
-        return sum(
-            max(0, min(slot.window, self.max_messages - slot.started) - slot.in_flight)
-            for slot in self._slots
-            if slot.ready and not slot.retiring
-        )
+        spare = 0
+        for slot in self._slots:
+            if slot.ready and not slot.retiring:
+                spare += max(0, min(slot.window, self.max_messages - slot.started) - slot.in_flight)
+        return spare
 
     def _free_slot(self) -> Slot | None:
-        free = [
-            slot
-            for slot in self._slots
-            if slot.ready
-            and not slot.retiring
-            and slot.in_flight < slot.window
-            and slot.started < self.max_messages
-        ]
-        return min(free, key=lambda slot: slot.in_flight) if free else None
+        """The first of the slots with room that have the fewest jobs in flight."""
+        best: Slot | None = None
+        for slot in self._slots:
+            if (
+                slot.ready
+                and not slot.retiring
+                and slot.in_flight < slot.window
+                and slot.started < self.max_messages
+                and (best is None or slot.in_flight < best.in_flight)
+            ):
+                best = slot
+        return best
 
     def _rate_allows(self, now: float) -> bool:
         if self.rate_limit is None:
@@ -269,12 +275,12 @@ class Scheduler(Generic[JobT]):
         return len(self._starts) < self.rate_limit
 
     def _connections_to_open(self, now: float) -> int:
-        if now < self._reopen_at:
+        room = self.max_connections - len(self._slots)
+        if now < self._reopen_at or room <= 0:
             return 0
         opening = sum(1 for slot in self._slots if not slot.ready)
         spare = self._spare_capacity()
-        room = self.max_connections - len(self._slots)
-        waiting = len(self._eligible(now, limit=opening + spare + max(room, 0)))
+        waiting = len(self._eligible(now, limit=opening + spare + room))
         wanted = waiting - opening - spare
         # After a failed set-up, probe with one connection before opening many.
         if self._setup_failures:

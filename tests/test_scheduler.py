@@ -175,3 +175,14 @@ def test_is_idle_tracks_queue_and_capacity() -> None:
     assert not scheduler.is_idle()  # the only connection is busy
     scheduler.job_finished(slot, 1.0)
     assert scheduler.is_idle()
+
+
+def test_without_a_rate_limit_nothing_accumulates_per_message() -> None:
+    scheduler: Scheduler[Job] = Scheduler(max_connections=1, max_messages=10_000)
+    slot = scheduler.slot_opened(0.0)
+    scheduler.slot_ready(slot, 0.0, window=3)
+    for step in range(1000):
+        scheduler.submit(Job())
+        assert len(scheduler.decide(float(step)).assign) == 1
+        scheduler.job_finished(slot, float(step))
+    assert len(scheduler._starts) == 0  # start times are kept only to enforce a rate limit
