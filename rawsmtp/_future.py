@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
@@ -71,6 +71,28 @@ class SendFuture(Future[T]):
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._wait_settled(timeout)
         return super().exception(0)
+
+    def done(self) -> bool:
+        return self._state in _SETTLED  # one attribute read: no lock needed
+
+    def set_result(self, result: T) -> None:
+        self._settle(result, None)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._settle(None, exception)
+
+    def _settle(self, result: T | None, exception: BaseException | None) -> None:
+        # As Future's own, but without notifying the condition: nobody waits on it.
+        with self._condition:
+            if self._state in _SETTLED:
+                raise InvalidStateError(f"{self._state}: {self!r}")
+            self._result, self._exception, self._state = result, exception, FINISHED
+            for waiter in self._waiters:
+                if exception is None:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
+        self._invoke_callbacks()
 
     def _wait_settled(self, timeout: float | None) -> None:
         with self._condition:

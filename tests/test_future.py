@@ -112,3 +112,19 @@ def test_cancel_wakes_a_waiting_result_and_waiters_are_removed() -> None:
     thread.join()
     assert withdrawn == [future]
     assert future._waiters == []
+
+
+def test_settling_twice_is_refused_and_wait_sees_exceptions() -> None:
+    (ok, failed), _ = _futures(2)
+    thread = _later(0.02, lambda: failed.set_exception(ValueError("no")))
+    done, pending = concurrent.futures.wait(
+        [ok, failed], timeout=5, return_when=concurrent.futures.FIRST_EXCEPTION
+    )
+    thread.join()
+    assert done == {failed} and pending == {ok} and not ok.done() and failed.done()
+    ok.set_result(1)
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        ok.set_result(2)
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        failed.set_exception(ValueError("again"))
+    assert ok.result() == 1
