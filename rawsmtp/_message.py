@@ -303,12 +303,14 @@ def _file_size(file: Any) -> int | None:
 def _blank_line(data: bytes | bytearray) -> tuple[int, int] | None:
     """Where the empty line that ends the header block starts and ends (LF or CR LF ends).
 
-    Two substring searches: a regex for the same pattern is several times slower.
+    The usual CR LF form is searched for first: looking for LF LF through a whole CR LF
+    message is slow (every LF starts a partial match), so that search stops where it would.
     """
-    lf_lf, lf_crlf = data.find(b"\n\n"), data.find(b"\n\r\n")
-    if lf_crlf != -1 and (lf_lf == -1 or lf_crlf < lf_lf):
-        return lf_crlf + 1, lf_crlf + 3
-    return (lf_lf + 1, lf_lf + 2) if lf_lf != -1 else None
+    lf_crlf = data.find(b"\n\r\n")
+    lf_lf = data.find(b"\n\n", 0, len(data) if lf_crlf == -1 else lf_crlf + 1)
+    if lf_lf != -1:
+        return lf_lf + 1, lf_lf + 2
+    return (lf_crlf + 1, lf_crlf + 3) if lf_crlf != -1 else None
 
 
 def _header_block(data: bytes) -> bytes:

@@ -177,10 +177,24 @@ def test_envelope_derivation_property(sender: str, to: list[str], bcc: list[str]
     assert b"Bcc:" not in sent and sent.endswith(b"\r\n\r\nbody\r\n")
 
 
-@given(st.lists(st.sampled_from([b"a", b":", b" ", b"\r", b"\n", b"\r\n", b"x: y"]), max_size=30))
+@given(st.lists(st.sampled_from([b"a", b":", b" ", b"\r", b"\n", b"\r\n", b"x: y"]), max_size=40))
 def test_blank_line_finds_what_the_header_end_pattern_finds(parts: list[bytes]) -> None:
     data = b"".join(parts)
     match = re.search(rb"\r?\n(\r?\n)", data)
     expected = (match.start(1), match.end()) if match else None
     assert _blank_line(data) == expected
     assert _blank_line(bytearray(data)) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"a: b\r\n\r\nbody", (6, 8)),
+        (b"a: b\n\nbody", (5, 6)),
+        (b"a\n\n\r\n", (2, 3)),  # LF LF right before a CR LF blank line comes first
+        (b"a\r\n\n\r\n", (3, 4)),
+        (b"a: b\r\nc: d\r\n", None),
+    ],
+)
+def test_blank_line_edge_cases(data: bytes, expected: tuple[int, int] | None) -> None:
+    assert _blank_line(data) == expected
