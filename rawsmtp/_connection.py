@@ -383,11 +383,13 @@ class Connection:
                     return
             # Move output along before measuring it: the high-water mark bounds the memory a
             # streamed body may occupy between the caller's file and the socket.
-            self._queue_output(core.data_to_send(now))
+            if output := core.data_to_send(now):
+                self._queue_output(output)
             if self._body is None or len(self._sendbuf) >= _HIGH_WATER:
                 break
             self._feed_body()
-        self._trace()
+        if self.settings.debug:
+            self._trace()
         if self._sendbuf and self.sock is not None:
             self.owner.flush_soon(self)
 
@@ -549,8 +551,6 @@ class Connection:
     # -- output ---------------------------------------------------------------------------------
 
     def _queue_output(self, data: bytes) -> None:
-        if not data:
-            return
         if self._tls is not None and not self._ssl_socket:
             self._tls.send(data)
             self._sendbuf += self._tls.take_outgoing()
@@ -587,7 +587,7 @@ class Connection:
         self._lose(SMTPConnectionError(f"connection error: {error}"))
 
     def _trace(self) -> None:
-        if self.core is None or not self.settings.debug:
+        if self.core is None:
             return
         for direction, line in self.core.take_trace():
             self.log.debug("[%d] %s: %s", self.id, direction, line)
