@@ -87,16 +87,20 @@ message_bytes = st.binary(max_size=300) | st.lists(
 
 @given(message_bytes, st.lists(st.integers(0, 40), max_size=20))
 def test_data_encode_then_decode_is_identity(data: bytes, cuts: list[int]) -> None:
-    chunks, position = [], 0
-    for size in cuts:
-        chunks.append(data[position : position + size])
-        position += size
-    chunks.append(data[position:])
-    wire = encode(chunks)
+    wire = encode(pieces(data, cuts))
     assert wire == encode([data])  # chunking never changes the output
     assert decode_data(wire) == normalised(data)
     assert b"\r\n.\r\n" not in (b"\r\n" + wire)[:-3]  # the terminator appears only at the end
     assert re.search(rb"\r(?!\n)|(?<!\r)\n", wire) is None  # only CR LF pairs
+
+
+def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    """``data`` cut after each size in ``cuts``; the rest is the last piece."""
+    chunks, position = [], 0
+    for size in cuts:
+        chunks.append(data[position : position + size])
+        position += size
+    return [*chunks, data[position:]]
 
 
 def stuffed(data: bytes) -> bytes:
@@ -114,12 +118,7 @@ def stuffed(data: bytes) -> bytes:
 )
 def test_chunked_encoding_equals_line_by_line_stuffing(data: bytes, cuts: list[int]) -> None:
     """Chunks with and without line-start dots, split anywhere, give the line-by-line bytes."""
-    chunks, position = [], 0
-    for size in cuts:
-        chunks.append(data[position : position + size])
-        position += size
-    chunks.append(data[position:])
-    assert encode(chunks) == stuffed(data)
+    assert encode(pieces(data, cuts)) == stuffed(data)
 
 
 @given(message_bytes, st.lists(st.integers(0, 40), max_size=20))

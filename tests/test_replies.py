@@ -137,13 +137,18 @@ def test_parsing_does_not_depend_on_how_bytes_are_split(
     data = b"".join(serialise(code, lines) for code, lines in replies)
     expected = parse_all(data)
     assert [(r.code, list(r.lines)) for r in expected] == replies
-    parser, got, position = ReplyParser(), [], 0
+    assert _feed_in_pieces(ReplyParser(), data, cuts) == expected
+
+
+def _feed_in_pieces(parser: ReplyParser, data: bytes, cuts: list[int]) -> list[Reply]:
+    """Feed ``data`` cut after each size in ``cuts``, taking every reply as soon as it is whole."""
+    got, position = [], 0
     for size in [*cuts, len(data)]:
         parser.feed(data[position : position + size])
         position += size
         while (reply := parser.next_reply()) is not None:
             got.append(reply)
-    assert got == expected
+    return got
 
 
 @given(st.binary(max_size=2000))
@@ -196,11 +201,6 @@ def test_remembered_replies_equal_freshly_parsed_ones(
 ) -> None:
     """One parser sees each reply many times; a new parser per reply parses each from scratch."""
     expected = [reply for raw in raw_replies for reply in parse_all(raw)]
-    data, parser, got, position = b"".join(raw_replies), ReplyParser(), [], 0
-    for size in [*cuts, len(data)]:
-        parser.feed(data[position : position + size])
-        position += size
-        while (reply := parser.next_reply()) is not None:
-            got.append(reply)
+    got = _feed_in_pieces(ReplyParser(), b"".join(raw_replies), cuts)
     assert got == expected
     assert [reply.enhanced_code for reply in got] == [reply.enhanced_code for reply in expected]
