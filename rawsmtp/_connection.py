@@ -291,10 +291,14 @@ class Connection:
         return self._connecting or bool(self._sendbuf) or self._body is not None
 
     def deadline(self) -> float | None:
-        times = [t for t in (self._setup_deadline, self._write_deadline()) if t is not None]
-        if self.core is not None and (timer := self.core.get_timer()) is not None:
-            times.append(timer)
-        return min(times) if times else None
+        soonest = self._setup_deadline
+        for candidate in (
+            self._write_deadline(),
+            self.core.get_timer() if self.core is not None else None,
+        ):
+            if candidate is not None and (soonest is None or candidate < soonest):
+                soonest = candidate
+        return soonest
 
     def _write_deadline(self) -> float | None:
         return self._last_progress + self.settings.socket_timeout if self._sendbuf else None

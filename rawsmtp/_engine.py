@@ -93,8 +93,13 @@ class Submission(Job):
     def chunks(self) -> Iterator[bytes]:
         self.body_started = True
         self.body_at = time.monotonic()
+        if self.prepared.size is not None:  # known: no need to count what goes out
+            return self.prepared.chunks()
+        return self._counted(self.prepared.chunks())
+
+    def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         self.sent_bytes = 0
-        for chunk in self.prepared.chunks():
+        for chunk in chunks:
             self.sent_bytes += len(chunk)
             yield chunk
 
