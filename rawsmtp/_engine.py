@@ -281,12 +281,13 @@ class PoolEngine:
     def flush_output(self, now: float) -> None:
         """Write the output connections queued since the last call, back to back.
 
-        The drivers call this once per round, just before they wait for events. Writing each
-        connection's output as soon as it was made left time between writes for a loopback
-        server to fall asleep, and a write that must wake the reader costs several times one
-        that finds it running: written together, 40% more messages a second and half the
-        system time. Output made during this call waits for the next round (the driver then
-        also watches the socket for writability, so the wait does not block).
+        The drivers call this before they wait for events (the selectors pool also right after
+        handling them, so answers to replies leave at once). Writing each connection's output
+        as soon as it was made left time between writes for a loopback server to fall asleep,
+        and a write that must wake its reader costs several times one that finds it running:
+        written together, 40% more messages a second and half the system time. Output made
+        during this call waits for the next round (the driver then also watches the socket for
+        writability, so the wait does not block).
         """
         connections, self._unflushed = self._unflushed, {}
         for connection in connections:
