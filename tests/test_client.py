@@ -554,3 +554,66 @@ def test_any_server_bytes_end_in_events_never_in_exceptions(
                 assert event.error is None or isinstance(event.error, SMTPError)
         session.sent()
     assert closed <= 1
+
+
+def test_without_pipelining_the_next_mail_follows_the_rset_reply() -> None:
+    session = Session()
+    session.ready(b"250 mx.test\r\n")
+    first, second = tx("a@test"), tx("b@test")
+    session.client.send_mail(first)
+    session.client.send_mail(second)
+    assert session.sent() == b"MAIL FROM:<from@test>\r\n"
+    session.server(b"250 ok\r\n")
+    assert session.sent() == b"RCPT TO:<a@test>\r\n"
+    [failed] = session.server(b"550 no\r\n")
+    assert isinstance(failed, MessageFailed) and session.sent() == b"RSET\r\n"
+    session.server(b"250 ok\r\n")
+    assert session.sent() == b"MAIL FROM:<from@test>\r\n"
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(
+        [
+            b"250 mx.test\r\n",
+            EHLO_PIPELINING,
+            b"250-mx.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n",
+            b"250-mx.test\r\n250 CHUNKING\r\n",
+        ]
+    ),
+    st.lists(
+        st.sampled_from(["mail", "two recipients", "quit"])
+        | st.lists(
+            st.sampled_from([b"250 ok\r\n", b"354 go\r\n", b"550 no\r\n", b"451 later\r\n"]),
+            min_size=1,
+            max_size=4,
+        ).map(b"".join),
+        max_size=30,
+    ),
+)
+def test_calls_and_replies_that_skip_the_pump_leave_it_nothing_to_do(
+    ehlo: bytes, steps: list[str | bytes]
+) -> None:
+    """Where the client does not pump (a busy writer, a pipelined reply), pumping adds nothing."""
+    session = Session()
+    session.ready(ehlo)
+    for step in steps:
+        if session.client.state is not State.READY:
+            break
+        if step == "mail":
+            session.client.send_mail(tx())
+        elif step == "two recipients":
+            session.client.send_mail(tx("a@test", "b@test"))
+        elif step == "quit":
+            session.client.quit()
+        else:
+            assert isinstance(step, bytes)
+            session.server(step)
+        events = session.last if isinstance(step, bytes) else session.events()
+        for event in events:
+            if isinstance(event, SendBody) and session.client.state is not State.CLOSED:
+                session.client.send_body(b"body\r\n")
+                session.client.end_body()
+        session.sent()
+        session.client._pump()
+        assert session.sent() == b"" and session.events() == []

@@ -200,3 +200,52 @@ def test_xtext_output_is_printable_ascii_without_plus_or_equals_unescaped(value:
             decoded.append(ord(encoded[index]))
             index += 1
     assert decoded.decode() == value
+
+
+@given(
+    st.sampled_from(["a@b", "", "é@b", '"a b"@c']),
+    st.none() | st.integers(0, 10**9),
+    st.sampled_from([None, "7BIT", "8BITMIME", "BINARYMIME"]),
+    st.booleans(),
+    st.sampled_from([None, "FULL", "HDRS"]),
+    st.none() | st.text(min_size=1, max_size=20),
+    st.booleans(),
+    st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()), max_size=6),
+)
+def test_cached_mail_lines_equal_freshly_serialised_ones(
+    mail_from: str,
+    size: int | None,
+    body: str | None,
+    smtputf8: bool,
+    ret: str | None,
+    envid: str | None,
+    requiretls: bool,
+    calls: list[tuple[bool, bool, bool, bool]],
+) -> None:
+    """mail_command() caches lines per family of copies; each is what _commands.mail() builds."""
+    options = {"ret": ret, "envid": envid, "requiretls": requiretls}
+    try:
+        prototype = Transaction(
+            mail_from=mail_from, recipients=("c@d",), smtputf8=smtputf8, **options
+        )
+    except LocalProtocolError:
+        return
+    copy = prototype.derive(size=size, body=body, smtputf8=False, tag=None)  # type: ignore[arg-type]
+    for use_copy, dsn, with_size, with_body_type in calls:
+        tx = copy if use_copy else prototype
+        assert tx.mail_command(dsn=dsn, with_size=with_size, with_body_type=with_body_type) == (
+            commands.mail(
+                tx.mail_from,
+                size=tx.size if with_size else None,
+                body=tx.body if with_body_type else None,
+                smtputf8=tx.smtputf8,
+                ret=ret if dsn else None,
+                envid=envid if dsn else None,
+                requiretls=requiretls,
+            )
+        )
+
+
+def test_invalid_size_is_refused_on_creation() -> None:
+    with pytest.raises(LocalProtocolError, match="invalid SIZE"):
+        Transaction(mail_from="a@b", recipients=("c@d",), size=-1)

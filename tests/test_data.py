@@ -130,3 +130,14 @@ def test_bdat_chunks_carry_the_normalised_message(data: bytes, cuts: list[int]) 
     wire += encoder.encode(data[position:]) + encoder.end()
     expected = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     assert unframe(wire) == expected
+
+
+@given(st.lists(st.tuples(message_bytes, st.lists(st.integers(0, 40), max_size=5)), max_size=5))
+def test_one_data_encoder_serves_message_after_message(
+    messages: list[tuple[bytes, list[int]]],
+) -> None:
+    """After end() an encoder is as new: a session reuses one for every message."""
+    shared = DataEncoder()
+    for data, cuts in messages:
+        wire = b"".join(shared.encode(chunk) for chunk in pieces(data, cuts)) + shared.end()
+        assert wire == encode([data])

@@ -88,6 +88,8 @@ _ALLOWED: dict[str, frozenset[State]] = {
     "start_tls_done": frozenset({State.TLS_HANDSHAKE}),
 }
 
+_NO_BODY_EXPECTED = "no message body is expected now (wait for SendBody)"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientConfig:
@@ -144,16 +146,16 @@ class _Message:
     """The client's bookkeeping for one transaction."""
 
     transaction: Transaction
-    commands: deque[tuple[bytes, _Expect, str | None]]
-    chunking: bool
+    checked: bool  # capabilities already checked against the final EHLO
+    # What to write, each command with what its reply answers; planned when the writing begins.
+    commands: deque[tuple[bytes, _Pending]] = field(default_factory=deque)
+    chunking: bool = False
     accepted: list[str] = field(default_factory=list)
     rejected: dict[str, SMTPResponseError] = field(default_factory=dict)
     error: SMTPResponseError | None = None
-    encoder: DataEncoder | ChunkingEncoder | None = None  # set while the body may be sent
     end_sent: bool = False
     lmtp_replies: int = 0  # LMTP replies to the data received so far
     lmtp_success: Reply | None = None  # the last LMTP delivery reply that succeeded
-    checked: bool = False  # capabilities already checked against the final EHLO
 
     def failure(self) -> SMTPResponseError:
         if self.error is not None:
@@ -161,11 +163,13 @@ class _Message:
         return SMTPRecipientsRefusedError("all recipients were refused", rejected=self.rejected)
 
 
-@dataclass(slots=True)
-class _Pending:
-    expect: _Expect
-    message: _Message | None = None
-    recipient: str | None = None
+# An awaited reply: what it answers, and the transaction and recipient it concerns. A plain
+# tuple, because several are made for every message and a tuple costs no Python-level call.
+_Pending = tuple[_Expect, _Message | None, str | None]
+
+
+def _command_text(line: bytes) -> str:
+    return line.decode("utf-8", "replace").rstrip("\r\n")
 
 
 def _response_error(reply: Reply, expect: _Expect, what: str) -> SMTPResponseError:
@@ -194,10 +198,12 @@ class ClientConnection:
         self._parser = self._new_parser()
         self._outgoing = bytearray()
         self._events: deque[Event] = deque()
-        self._pending: deque[_Pending] = deque([_Pending(_Expect.GREETING)])
+        self._pending: deque[_Pending] = deque([(_Expect.GREETING, None, None)])
         self._queue: deque[_Message] = deque()
         self._writer: _Message | None = None  # the transaction whose commands/body go out now
-        self._extensions = Extensions()
+        self._encoder: DataEncoder | ChunkingEncoder | None = None  # set while the body may go
+        self._data_encoder = DataEncoder()  # every DATA message's, as it is reset by end()
+        self._use_extensions(Extensions())
         self._mechanism: SASLMechanism | None = None
         self._auth_error: SMTPAuthenticationError | None = None
         self._initial_response_due: bytes | None = None
@@ -229,7 +235,7 @@ class ClientConnection:
     @property
     def transactions_in_progress(self) -> int:
         """Transactions handed to :meth:`send_mail` whose outcome has not been reported yet."""
-        awaiting = {id(p.message) for p in self._pending if p.message is not None}
+        awaiting = {id(message) for _, message, _ in self._pending if message is not None}
         if self._writer is not None:
             awaiting.add(id(self._writer))
         return len(self._queue) + len(awaiting)
@@ -281,13 +287,13 @@ class ClientConnection:
         """When :meth:`handle_timer` must be called, or None while no reply is awaited."""
         if not self._pending or self._activity is None or self._state is State.CLOSED:
             return None
-        timeout = self._timeouts[self._pending[0].expect]
+        timeout = self._timeouts[self._pending[0][0]]
         return None if timeout is None else self._activity + timeout
 
     def handle_timer(self, now: float) -> None:
         deadline = self.get_timer()
         if deadline is not None and now >= deadline:
-            expect = self._pending[0].expect
+            expect = self._pending[0][0]
             phase = {_Expect.GREETING: "greeting", _Expect.DATA_END: "data"}.get(expect, "command")
             self._close(
                 SMTPTimeoutError(
@@ -303,32 +309,39 @@ class ClientConnection:
         Raises :class:`SMTPCapabilityError` at once (nothing written) when the server is known
         not to offer what the message needs.
         """
-        self._require("send_mail")
-        message = self._new_message(transaction)
-        if self._state is State.READY:  # the capabilities are final: check once, here
+        checked = self._state is State.READY
+        if checked:  # the capabilities are final: check once, here
             self._check_capabilities(transaction)
-            message.checked = True
-        self._queue.append(message)
-        self._pump()
+        else:  # READY allows it, so only the other states need the table
+            self._require("send_mail")
+        self._queue.append(_Message(transaction, checked))
+        # A busy writer has already gone as far as it can: a message queued behind it changes
+        # nothing for it (every reply that lets it go further pumps).
+        if self._writer is None:
+            self._pump()
 
     def send_body(self, chunk: bytes) -> None:
         """Part of the message announced by :class:`SendBody` (raw bytes; encoding is ours)."""
-        encoder = self._body_encoder()
+        encoder = self._encoder
+        if encoder is None:
+            raise LocalProtocolError(_NO_BODY_EXPECTED)
         data = encoder.encode(chunk)
         if data and isinstance(encoder, ChunkingEncoder):
-            self._pending.append(_Pending(_Expect.BDAT, self._writer))
+            self._pending.append((_Expect.BDAT, self._writer, None))
         self._outgoing += data
 
     def end_body(self) -> None:
         """The message is complete: send the terminator (or the last BDAT)."""
-        encoder = self._body_encoder()
-        message = self._writer
+        encoder, message = self._encoder, self._writer
+        if encoder is None:
+            raise LocalProtocolError(_NO_BODY_EXPECTED)
         assert message is not None
         self._outgoing += encoder.end()
-        message.encoder = None
+        self._encoder = None
         message.end_sent = True
-        self._pending.append(_Pending(_Expect.DATA_END, message))
-        self._trace_line("C", "<message data>")
+        self._pending.append((_Expect.DATA_END, message, None))
+        if self._trace is not None:
+            self._trace_line("C", "<message data>")
         if not message.chunking:
             # After the dot the next transaction may be pipelined; a BDAT transaction keeps
             # the writer until its final reply, because a failure must be followed by RSET.
@@ -352,14 +365,14 @@ class ClientConnection:
             self._initial_response_due = initial
         self._mechanism, self._auth_error = mechanism, None
         self._state = State.AUTH
-        self._write(line, _Pending(_Expect.AUTH), trace=f"AUTH {mechanism.name} <redacted>")
+        self._write(line, (_Expect.AUTH, None, None), trace=f"AUTH {mechanism.name} <redacted>")
 
     def start_tls_done(self) -> None:
         """The driver finished the TLS handshake: say EHLO again over the encrypted link."""
         self._require("start_tls_done")
         self._tls = True
         self._parser = self._new_parser()
-        self._extensions = Extensions()
+        self._use_extensions(Extensions())
         self._send_hello(State.EHLO)
 
     def quit(self) -> None:
@@ -388,7 +401,17 @@ class ClientConnection:
         self._outgoing += line
         self._pending.append(pending)
         if self._trace is not None:
-            self._trace_line("C", trace or line.decode("utf-8", "replace").rstrip("\r\n"))
+            self._trace_line("C", trace or _command_text(line))
+
+    def _write_commands(self, commands: deque[tuple[bytes, _Pending]], count: int) -> None:
+        """Write the first ``count`` planned commands of a transaction, in one buffer."""
+        outgoing, pending = self._outgoing, self._pending
+        for _ in range(count):
+            line, awaited = commands.popleft()
+            outgoing += line
+            pending.append(awaited)
+            if self._trace is not None:
+                self._trace_line("C", _command_text(line))
 
     def _trace_line(self, direction: str, text: str) -> None:
         if self._trace is not None:
@@ -403,27 +426,16 @@ class ClientConnection:
         else:
             line, expect = _commands.ehlo(name), _Expect.EHLO
         self._state = state
-        self._write(line, _Pending(expect))
+        self._write(line, (expect, None, None))
 
-    def _new_message(self, transaction: Transaction) -> _Message:
-        return _Message(transaction=transaction, commands=deque(), chunking=False)
-
-    def _plan_commands(self, message: _Message) -> None:
-        """Decide, now that capabilities are known, which commands this transaction sends."""
-        ext, transaction = self._extensions, message.transaction
-        message.chunking = self.config.use_chunking and ext.chunking
-        dsn = ext.dsn
-        mail = transaction.mail_command(
-            dsn=dsn,
-            with_size=ext.size is not None,
-            with_body_type=ext.eightbitmime or ext.binarymime,
-        )
-        message.commands.append((mail, _Expect.MAIL, None))
-        rcpts = transaction.rcpt_commands(dsn=dsn)
-        for recipient, rcpt in zip(transaction.recipients, rcpts, strict=True):
-            message.commands.append((rcpt, _Expect.RCPT, recipient))
-        if not message.chunking:
-            message.commands.append((_commands.DATA, _Expect.DATA, None))
+    def _use_extensions(self, extensions: Extensions) -> None:
+        """Take what the server offers, and the answers every transaction asks of it, once."""
+        self._extensions = extensions
+        self._pipelining = extensions.pipelining
+        self._chunking = self.config.use_chunking and extensions.chunking
+        self._dsn = extensions.dsn
+        self._with_size = extensions.size is not None
+        self._with_body_type = extensions.eightbitmime or extensions.binarymime
 
     def _check_capabilities(self, transaction: Transaction) -> None:
         ext, body = self._extensions, transaction.body
@@ -448,28 +460,27 @@ class ClientConnection:
 
     def _pump(self) -> None:
         """Write whatever the session allows now, in as few round trips as it allows."""
-        pipelining = self._extensions.pipelining
+        pipelining = self._pipelining
         while self._state is State.READY:
-            if self._writer is None:
+            message = self._writer
+            if message is None:
                 if not self._queue:
                     break
                 self._start_next()
                 continue
-            message = self._writer
-            if message.encoder is not None or (self._pending and not pipelining):
+            if self._encoder is not None or (self._pending and not pipelining):
                 break
-            if message.commands:
-                if not pipelining and self._must_abort(message):
-                    self._fail_writer(message.failure())
-                    continue
-                line, expect, recipient = message.commands.popleft()
-                self._write(line, _Pending(expect, message, recipient))
+            commands = message.commands
+            if not commands and (not message.chunking or message.end_sent):
+                break
+            if not pipelining and self._must_abort(message):
+                self._fail_writer(message.failure())
                 continue
-            if message.chunking and not message.end_sent:
-                if not pipelining and self._must_abort(message):
-                    self._fail_writer(message.failure())
-                    continue
-                self._open_body(message, ChunkingEncoder())
+            if commands:
+                # Pipelined, the whole envelope goes in this write; otherwise one command a reply.
+                self._write_commands(commands, len(commands) if pipelining else 1)
+                continue
+            self._open_body(message, ChunkingEncoder())
             break
         if (
             self._quit_requested
@@ -478,36 +489,42 @@ class ClientConnection:
             and not self._queue
         ):
             self._state = State.QUIT
-            self._write(_commands.QUIT, _Pending(_Expect.QUIT))
+            self._write(_commands.QUIT, (_Expect.QUIT, None, None))
 
     def _start_next(self) -> None:
+        """Make the next queued transaction the writer, its commands planned for this server."""
         message = self._queue.popleft()
-        try:
-            if not message.checked:
-                self._check_capabilities(message.transaction)
-        except SMTPCapabilityError as error:
-            # Queued before EHLO told us what the server offers: refuse it without a byte sent.
-            self._events.append(MessageFailed(transaction=message.transaction, error=error))
-            return
-        self._plan_commands(message)
+        transaction = message.transaction
+        if not message.checked:
+            try:
+                self._check_capabilities(transaction)
+            except SMTPCapabilityError as error:
+                # Queued before EHLO told us what the server offers: refuse it, no byte sent.
+                self._events.append(MessageFailed(transaction=transaction, error=error))
+                return
+        dsn, commands = self._dsn, message.commands
+        mail = transaction.mail_command(
+            dsn=dsn, with_size=self._with_size, with_body_type=self._with_body_type
+        )
+        commands.append((mail, (_Expect.MAIL, message, None)))
+        rcpts = transaction.rcpt_commands(dsn=dsn)
+        for recipient, rcpt in zip(transaction.recipients, rcpts, strict=True):
+            commands.append((rcpt, (_Expect.RCPT, message, recipient)))
+        message.chunking = self._chunking
+        if not message.chunking:
+            commands.append((_commands.DATA, (_Expect.DATA, message, None)))
         self._writer = message
 
     def _must_abort(self, message: _Message) -> bool:
         """Without pipelining we learn of a refusal before the next command: stop there."""
         if message.error is not None:
             return True
-        next_is_body = not message.commands or message.commands[0][1] is _Expect.DATA
+        next_is_body = not message.commands or message.commands[0][1][0] is _Expect.DATA
         return next_is_body and not message.accepted
 
     def _open_body(self, message: _Message, encoder: DataEncoder | ChunkingEncoder) -> None:
-        message.encoder = encoder
+        self._encoder = encoder
         self._events.append(SendBody(transaction=message.transaction))
-
-    def _body_encoder(self) -> DataEncoder | ChunkingEncoder:
-        message = self._writer
-        if message is None or message.encoder is None or self._state is State.CLOSED:
-            raise LocalProtocolError("no message body is expected now (wait for SendBody)")
-        return message.encoder
 
     def _fail_writer(self, error: SMTPResponseError) -> None:
         """The current transaction is over without delivery: report it, RSET, move on."""
@@ -515,37 +532,38 @@ class ClientConnection:
         assert message is not None
         self._writer = None
         self._events.append(MessageFailed(transaction=message.transaction, error=error))
-        self._write(_commands.RSET, _Pending(_Expect.RSET))
+        self._write(_commands.RSET, (_Expect.RSET, None, None))
 
     # -- reading --------------------------------------------------------------------------------
 
     def _on_received(self) -> None:
         """Act on each complete reply received, until there are no more or the session ends."""
         parser = self._parser  # replaced by start_tls_done() only, never while replies are read
+        awaited = self._pending
         try:
             while self._state is not State.CLOSED and (reply := parser.next_reply()) is not None:
-                self._on_reply(reply)
+                if self._trace is not None:
+                    self._trace_line("S", str(reply))
+                if not awaited:
+                    if reply.code == 421:
+                        self._close(_response_error(reply, _Expect.QUIT, "service"))
+                        return
+                    raise RemoteProtocolError(
+                        f"unexpected reply with no command outstanding: {reply}"
+                    )
+                pending = awaited.popleft()
+                expect = pending[0]
+                if reply.code == 421 and expect is not _Expect.QUIT:
+                    error = _response_error(reply, expect, "service closing:")
+                    self._close(error, refused=pending[1])
+                    return
+                _REPLY_HANDLERS[expect](self, reply, pending)
         except RemoteProtocolError as error:
             self._close(error)
 
-    def _on_reply(self, reply: Reply) -> None:
-        if self._trace is not None:
-            self._trace_line("S", str(reply))
-        if not self._pending:
-            if reply.code == 421:
-                self._close(_response_error(reply, _Expect.QUIT, "service"))
-                return
-            raise RemoteProtocolError(f"unexpected reply with no command outstanding: {reply}")
-        pending = self._pending.popleft()
-        if reply.code == 421 and pending.expect is not _Expect.QUIT:
-            error = _response_error(reply, pending.expect, "service closing:")
-            self._close(error, refused=pending.message)
-            return
-        _REPLY_HANDLERS[pending.expect](self, reply, pending)
-
     def _on_greeting(self, reply: Reply, pending: _Pending) -> None:
         if reply.code != 220:
-            self._close(_response_error(reply, pending.expect, "connection"))
+            self._close(_response_error(reply, pending[0], "connection"))
             return
         self._events.append(Greeting(reply=reply))
         self._send_hello(State.EHLO)
@@ -556,20 +574,20 @@ class ClientConnection:
         elif reply.code >= 500 and not self.config.lmtp:
             self._send_hello(State.HELO)
         else:
-            self._close(_response_error(reply, pending.expect, "greeting"))
+            self._close(_response_error(reply, pending[0], "greeting"))
 
     def _on_helo(self, reply: Reply, pending: _Pending) -> None:
         if reply.code == 250:
             self._hello_done(reply, Extensions())
         else:
-            self._close(_response_error(reply, pending.expect, "greeting"))
+            self._close(_response_error(reply, pending[0], "greeting"))
 
     def _hello_done(self, reply: Reply, extensions: Extensions) -> None:
-        self._extensions = extensions
+        self._use_extensions(extensions)
         if not self._tls and self.config.starttls != "never":
             if extensions.starttls:
                 self._state = State.STARTTLS
-                self._write(_commands.STARTTLS, _Pending(_Expect.STARTTLS))
+                self._write(_commands.STARTTLS, (_Expect.STARTTLS, None, None))
                 return
             if self.config.starttls == "required":
                 self._close(SMTPTLSError("TLS is required but the server does not offer STARTTLS"))
@@ -606,7 +624,7 @@ class ClientConnection:
         assert mechanism is not None
         if reply.code == 334 and self._auth_error is None:
             self._write(
-                self._sasl_answer(mechanism, reply), _Pending(_Expect.AUTH), trace="<redacted>"
+                self._sasl_answer(mechanism, reply), (_Expect.AUTH, None, None), trace="<redacted>"
             )
             return
         self._state, self._mechanism = State.READY, None
@@ -646,61 +664,60 @@ class ClientConnection:
             return _commands.AUTH_CANCEL
 
     def _on_mail(self, reply: Reply, pending: _Pending) -> None:
-        message = pending.message
+        expect, message, _ = pending
         assert message is not None
-        if not reply.is_success and message.error is None:
-            message.error = _response_error(reply, pending.expect, "sender")
-        self._pump_after_envelope_reply()
+        if reply.code >= 400 and message.error is None:  # see _on_rcpt
+            message.error = _response_error(reply, expect, "sender")
+        # Pipelined, every envelope command is already written: such a reply releases nothing.
+        if not self._pipelining:
+            self._pump()
 
     def _on_rcpt(self, reply: Reply, pending: _Pending) -> None:
-        message, recipient = pending.message, pending.recipient
+        expect, message, recipient = pending
         assert message is not None and recipient is not None
-        if reply.is_success:
+        # A parsed code is 200 to 599: below 400 is Reply.is_success, without a property call.
+        if reply.code < 400:
             message.accepted.append(recipient)
         else:
-            message.rejected[recipient] = _response_error(reply, pending.expect, "recipient")
-        self._pump_after_envelope_reply()
-
-    def _pump_after_envelope_reply(self) -> None:
-        # Pipelined, every envelope command is already written: such a reply releases nothing.
-        if not self._extensions.pipelining:
+            message.rejected[recipient] = _response_error(reply, expect, "recipient")
+        if not self._pipelining:  # see _on_mail
             self._pump()
 
     def _on_data(self, reply: Reply, pending: _Pending) -> None:
-        message = pending.message
+        expect, message, _ = pending
         assert message is not None
         if reply.code != 354:
             if message.error is None and message.accepted:
-                message.error = _response_error(reply, pending.expect, "DATA")
+                message.error = _response_error(reply, expect, "DATA")
             self._fail_writer(message.failure())
+            self._pump()
         elif message.error is not None or not message.accepted:
             # A server that says 354 after refusing the envelope gets an empty message (RFC
-            # 2920 section 3.1), whose reply is then ignored.
-            message.encoder = DataEncoder()
+            # 2920 section 3.1), whose reply is then ignored. end_body() pumps.
+            self._encoder = self._data_encoder
             self.end_body()
         else:
-            self._open_body(message, DataEncoder())
-        self._pump()
+            self._open_body(message, self._data_encoder)  # the writer waits for the body
 
     def _on_bdat(self, reply: Reply, pending: _Pending) -> None:
-        message = pending.message
+        expect, message, _ = pending
         assert message is not None
         if not reply.is_success and message.error is None and message.accepted:
-            message.error = _response_error(reply, pending.expect, "BDAT")
+            message.error = _response_error(reply, expect, "BDAT")
 
     def _on_data_end(self, reply: Reply, pending: _Pending) -> None:
-        message = pending.message
+        expect, message, _ = pending
         assert message is not None
         if self.config.lmtp and message.accepted and message.error is None:
             self._on_lmtp_reply(reply, pending, message)
             return
-        if reply.is_success and message.error is None and message.accepted:
+        if reply.code < 400 and message.error is None and message.accepted:  # see _on_rcpt
             self._report_accepted(message, reply)
         else:
             if message.error is None and message.accepted:
-                message.error = _response_error(reply, pending.expect, "message")
+                message.error = _response_error(reply, expect, "message")
             self._report_failed(message)
-        self._pump()
+        self._pump_after_outcome()
 
     def _on_lmtp_reply(self, reply: Reply, pending: _Pending, message: _Message) -> None:
         """LMTP answers the data once per accepted recipient, in RCPT order (RFC 2033)."""
@@ -708,7 +725,7 @@ class ClientConnection:
         if reply.is_success:
             message.lmtp_success = reply
         else:
-            message.rejected[recipient] = _response_error(reply, pending.expect, "delivery")
+            message.rejected[recipient] = _response_error(reply, pending[0], "delivery")
         message.lmtp_replies += 1
         if message.lmtp_replies < len(message.accepted):
             self._pending.appendleft(pending)
@@ -720,17 +737,23 @@ class ClientConnection:
         else:
             message.error = message.rejected[recipient]
             self._report_failed(message)
-        self._pump()
+        self._pump_after_outcome()
+
+    def _pump_after_outcome(self) -> None:
+        # Pipelined, a writer that is not the reported transaction is as far as it can go.
+        if self._writer is None or not self._pipelining:
+            self._pump()
 
     def _report_accepted(self, message: _Message, reply: Reply) -> None:
         if self._writer is message:
             self._writer = None
+        # The transaction is over: its dict of refusals is handed over, not copied.
         self._events.append(
             MessageAccepted(
                 transaction=message.transaction,
                 reply=reply,
                 accepted=tuple(message.accepted),
-                rejected=dict(message.rejected),
+                rejected=message.rejected,
             )
         )
 
@@ -745,6 +768,7 @@ class ClientConnection:
     def _on_rset(self, reply: Reply, pending: _Pending) -> None:
         if not reply.is_success:
             raise RemoteProtocolError(f"RSET refused: {reply}")
+        self._pump()  # without pipelining, the next transaction's MAIL waited for this reply
 
     def _on_quit(self, reply: Reply, pending: _Pending) -> None:
         self._close(None)
@@ -759,7 +783,8 @@ class ClientConnection:
         unsent: list[Transaction] = []
         unconfirmed: list[Transaction] = []
         seen: set[int] = set()
-        candidates = [refused, self._writer, *(p.message for p in self._pending), *self._queue]
+        candidates = [refused, self._writer, *(message for _, message, _ in self._pending)]
+        candidates += self._queue
         for message in candidates:
             if message is None or id(message) in seen:
                 continue
@@ -768,7 +793,7 @@ class ClientConnection:
             target.append(message.transaction)
         self._pending.clear()
         self._queue.clear()
-        self._writer = None
+        self._writer = self._encoder = None
         self._events.append(
             ConnectionClosed(error=error, unsent=tuple(unsent), unconfirmed=tuple(unconfirmed))
         )

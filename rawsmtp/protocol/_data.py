@@ -31,25 +31,27 @@ class _LineEnds:
     """
 
     def __init__(self) -> None:
-        self._held_cr = False
+        self.held_cr = False
 
     def normalise(self, chunk: bytes) -> bytes:
-        if self._held_cr:
+        if self.held_cr:
             chunk = b"\r" + chunk
-        self._held_cr = chunk.endswith(b"\r")
-        if self._held_cr:
+        self.held_cr = chunk.endswith(b"\r")
+        if self.held_cr:
             chunk = chunk[:-1]
         if chunk.replace(b"\r", b"").replace(b"\n", b"\r\n") != chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
         return chunk
 
     def flush(self) -> bytes:
-        held, self._held_cr = self._held_cr, False
+        held, self.held_cr = self.held_cr, False
         return b"\r\n" if held else b""
 
 
 class DataEncoder:
     """Streams a message into the bytes that follow a 354 reply to DATA.
+
+    After :meth:`end` it is as new, so one encoder serves every message of a session.
 
     >>> encoder = DataEncoder()
     >>> encoder.encode(b".hidden\\n") + encoder.end()
@@ -65,8 +67,11 @@ class DataEncoder:
 
     def end(self) -> bytes:
         """The rest of the message, a line end if it lacked one, and the ``.`` terminator."""
-        tail = self._stuff(self._line_ends.flush())
-        return tail + (b".\r\n" if self._at_line_start else b"\r\n.\r\n")
+        # A held CR is all that can be left; most messages have none, and nothing to stuff.
+        tail = self._stuff(self._line_ends.flush()) if self._line_ends.held_cr else b""
+        terminator = b".\r\n" if self._at_line_start else b"\r\n.\r\n"
+        self._at_line_start = True  # the terminator ends a line: ready for the next message
+        return tail + terminator
 
     def _stuff(self, text: bytes) -> bytes:
         """Double each dot that starts a line; ``text`` has CR LF line ends only."""

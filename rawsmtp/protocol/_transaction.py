@@ -41,11 +41,18 @@ class Transaction:
     # RCPT lines by ``dsn``, serialised once per envelope: derive() hands its copies this same
     # dict, since their recipients and DSN options are the prototype's.
     _rcpt_lines: dict[bool, tuple[bytes, ...]] = field(default_factory=dict, init=False, repr=False)
+    # MAIL lines, shared the same way, split where SIZE goes: the one parameter copies differ
+    # in that is not part of the key (which has at most 16 values, so the dict stays small).
+    _mail_lines: dict[tuple[bool, str | None, bool], tuple[bytes, bytes]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.recipients, str) or not self.recipients:
             raise LocalProtocolError("a transaction needs a non-empty tuple of recipients")
-        # Serialising once checks every address and parameter with the code that sends them.
+        # Serialising once checks every address and parameter with the code that sends them,
+        # but for SIZE, which mail_command() formats itself.
+        _check_size(self.size)
         self.mail_command(dsn=True)
         self.rcpt_commands(dsn=True)
 
@@ -62,8 +69,7 @@ class Transaction:
         The addresses and DSN options were validated when this transaction was made, so only
         what changes is checked; ``smtputf8`` may only widen what the addresses may hold.
         """
-        if size is not None and (not isinstance(size, int) or size < 0):
-            raise LocalProtocolError(f"invalid SIZE: {size!r}")
+        _check_size(size)
         if body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
             raise LocalProtocolError(f"invalid BODY: {body!r}")
         copy = object.__new__(Transaction)
@@ -78,15 +84,26 @@ class Transaction:
     def mail_command(
         self, *, dsn: bool, with_size: bool = True, with_body_type: bool = True
     ) -> bytes:
-        return _commands.mail(
-            self.mail_from,
-            size=self.size if with_size else None,
-            body=self.body if with_body_type else None,
-            smtputf8=self.smtputf8,
-            ret=self.ret if dsn else None,
-            envid=self.envid if dsn else None,
-            requiretls=self.requiretls,
-        )
+        body = self.body if with_body_type else None
+        key = (dsn, body, self.smtputf8)
+        parts = self._mail_lines.get(key)
+        if parts is None:
+            line = _commands.mail(
+                self.mail_from,
+                body=body,
+                smtputf8=self.smtputf8,
+                ret=self.ret if dsn else None,
+                envid=self.envid if dsn else None,
+                requiretls=self.requiretls,
+            )
+            # The path cannot hold '>', so the first one closes it; SIZE is the first parameter.
+            end = line.index(b">") + 1
+            parts = self._mail_lines[key] = (line[:end], line[end:])
+        head, tail = parts
+        if with_size and self.size is not None:
+            # size was checked when this transaction was made; formatted as _commands.mail does
+            return head + f" SIZE={self.size}".encode() + tail
+        return head + tail
 
     def rcpt_commands(self, *, dsn: bool) -> tuple[bytes, ...]:
         """:meth:`rcpt_command` for each recipient, in order."""
@@ -105,6 +122,11 @@ class Transaction:
             notify=self.notify if dsn else None,
             orcpt=self.orcpt and dsn,
         )
+
+
+def _check_size(size: int | None) -> None:
+    if size is not None and (not isinstance(size, int) or size < 0):
+        raise LocalProtocolError(f"invalid SIZE: {size!r}")
 
 
 # What a copy takes over from its prototype; derive() sets the rest.
