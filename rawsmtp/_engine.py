@@ -144,7 +144,7 @@ class PoolEngine:
         self._cancellable: dict[Future[SendResult], Submission] = {}  # queued, not started
         self._unflushed: dict[Connection, None] = {}  # output waiting, in order (flush_soon)
         # Shared by every future of the pool (see SendFuture); the bound method is made once.
-        self._futures_condition = threading.Condition()
+        self._futures_lock = threading.RLock()
         self._withdraw = driver.withdraw
 
     @property
@@ -161,7 +161,7 @@ class PoolEngine:
 
         Returns an already failed future instead when the pool is closed.
         """
-        future: Future[SendResult] = SendFuture(self._futures_condition, self._withdraw)
+        future: Future[SendResult] = SendFuture(self._futures_lock, self._withdraw)
         if self.closed:
             future.set_exception(SMTPPoolClosedError("the pool is closed"))
             return future

@@ -2,10 +2,11 @@
 
 A standard Future builds its own ``threading.Condition`` (an RLock and a deque: about 1.4 KB),
 and a pool may hold tens of thousands of queued messages. Every future of one pool shares one
-Condition instead, as a lock only: :meth:`result` and :meth:`exception` wait on an event of
-their own, registered in the future's waiter list (the mechanism ``concurrent.futures.wait()``
-uses), so the completion of other futures never wakes them. ``wait()``, ``as_completed()`` and
-``asyncio.wrap_future()`` work unchanged.
+RLock instead, in the ``_condition`` attribute where ``concurrent.futures.wait()`` and
+``as_completed()`` look for something to acquire. Nothing waits on it: :meth:`result` and
+:meth:`exception` wait on an event of their own, registered in the future's waiter list (the
+mechanism ``wait()`` uses), so the completion of other futures never wakes them. ``wait()``,
+``as_completed()`` and ``asyncio.wrap_future()`` work unchanged.
 
 Cancelling a future that has not started tells the pool at once, so the message leaves the queue.
 """
@@ -48,11 +49,11 @@ class _Waiter:
 class SendFuture(Future[T]):
     """A future whose condition is shared with its pool's other futures (see the module)."""
 
-    def __init__(
-        self, condition: threading.Condition, on_cancel: Callable[[SendFuture[T]], None]
-    ) -> None:
+    def __init__(self, lock: threading.RLock, on_cancel: Callable[[SendFuture[T]], None]) -> None:
         # Future.__init__ is not called: it would build the very Condition this class saves.
-        self._condition = condition
+        # An RLock where Future keeps its Condition: nobody calls wait() or notify() on it
+        # here, and it is entered without a Python-level __enter__.
+        self._condition = lock  # type: ignore[assignment]
         self._state = PENDING
         self._result: T | None = None
         self._exception: BaseException | None = None
@@ -66,7 +67,7 @@ class SendFuture(Future[T]):
         if self._state == FINISHED and self._exception is None:
             return self._result  # type: ignore[return-value]
         self._wait_settled(timeout)
-        return super().result(0)
+        return super().result(0)  # settled: the base class only reads the outcome
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         self._wait_settled(timeout)
@@ -95,16 +96,19 @@ class SendFuture(Future[T]):
         self._invoke_callbacks()
 
     def _wait_settled(self, timeout: float | None) -> None:
+        """Return once the future is settled; TimeoutError after ``timeout`` seconds."""
         with self._condition:
             if self._state in _SETTLED:
                 return
             waiter = _Waiter()
             self._waiters.append(waiter)
         try:
-            waiter.event.wait(timeout)
+            settled = waiter.event.wait(timeout)
         finally:
             with self._condition:
                 self._waiters.remove(waiter)
+        if not settled:
+            raise TimeoutError()
 
     def cancel(self) -> bool:
         with self._condition:

@@ -1,4 +1,4 @@
-"""SendFuture: a concurrent.futures.Future that shares its condition with its pool's others."""
+"""SendFuture: a concurrent.futures.Future that shares its lock with its pool's others."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from rawsmtp._future import SendFuture
 
 
 def _futures(count: int) -> tuple[list[SendFuture[int]], list[Future[int]]]:
-    condition = threading.Condition()
+    lock = threading.RLock()
     withdrawn: list[Future[int]] = []
-    return [SendFuture(condition, withdrawn.append) for _ in range(count)], withdrawn
+    return [SendFuture(lock, withdrawn.append) for _ in range(count)], withdrawn
 
 
 def _later(delay: float, action: object) -> threading.Thread:
@@ -29,7 +29,7 @@ def _later(delay: float, action: object) -> threading.Thread:
     return thread
 
 
-def test_is_a_concurrent_future_sharing_one_condition() -> None:
+def test_is_a_concurrent_future_sharing_one_lock() -> None:
     (first, second), _ = _futures(2)
     assert isinstance(first, Future)
     assert first._condition is second._condition
