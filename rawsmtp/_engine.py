@@ -135,7 +135,8 @@ class PoolEngine:
         # Messages waiting, readable from any thread: ``queued`` = entered - left. Callers add
         # under the lock; only the loop counts departures, without the lock on the hot path
         # (a lone writer), taking it only to wake senders blocked on ``max_queue``.
-        self.lock = threading.Condition()
+        self._counting = threading.Lock()  # entered directly by submit(): see there
+        self.lock = threading.Condition(self._counting)
         self._entered = 0
         self._left = 0
         self.idle = True
@@ -166,7 +167,9 @@ class PoolEngine:
             future.set_exception(SMTPPoolClosedError("the pool is closed"))
             return future
         submission = Submission(prepared=prepare_message(message, envelope), future=future)
-        with self.lock:
+        # The condition's own lock, entered directly: Condition.__enter__ is Python code, and
+        # this runs for every message.
+        with self._counting:
             self._wait_for_room(block, timeout, on_loop)
             if self.closed:
                 future.set_exception(SMTPPoolClosedError("the pool is closed"))
