@@ -24,6 +24,7 @@ __all__ = [
     "orcpt_value",
     "rcpt",
     "sasl_response",
+    "size_parameter",
     "validate_address",
     "validate_hostname",
     "vrfy",
@@ -150,6 +151,13 @@ def vrfy(text: str) -> bytes:
     return _line("VRFY " + text)
 
 
+def size_parameter(size: int) -> str:
+    """MAIL's SIZE parameter (RFC 1870), the first when present."""
+    if not isinstance(size, int) or size < 0:
+        raise LocalProtocolError(f"invalid SIZE: {size!r}")
+    return f"SIZE={size}"
+
+
 def mail(
     address: str,
     *,
@@ -161,11 +169,7 @@ def mail(
     requiretls: bool = False,
 ) -> bytes:
     """MAIL FROM with the ESMTP parameters the caller decided to send."""
-    params: list[str] = []
-    if size is not None:
-        if not isinstance(size, int) or size < 0:
-            raise LocalProtocolError(f"invalid SIZE: {size!r}")
-        params.append(f"SIZE={size}")
+    params = [size_parameter(size)] if size is not None else []
     if body is not None:
         if body not in ("7BIT", "8BITMIME", "BINARYMIME"):
             raise LocalProtocolError(f"invalid BODY: {body!r}")

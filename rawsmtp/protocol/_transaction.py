@@ -101,8 +101,8 @@ class Transaction:
             parts = self._mail_lines[key] = (line[:end], line[end:])
         head, tail = parts
         if with_size and self.size is not None:
-            # size was checked when this transaction was made; formatted as _commands.mail does
-            return head + f" SIZE={self.size}".encode() + tail
+            # The parameter _commands.mail puts first, formatted (and checked) by the same code.
+            return b"%s %s%s" % (head, _commands.size_parameter(self.size).encode(), tail)
         return head + tail
 
     def rcpt_commands(self, *, dsn: bool) -> tuple[bytes, ...]:
@@ -125,8 +125,8 @@ class Transaction:
 
 
 def _check_size(size: int | None) -> None:
-    if size is not None and (not isinstance(size, int) or size < 0):
-        raise LocalProtocolError(f"invalid SIZE: {size!r}")
+    if size is not None:
+        _commands.size_parameter(size)  # raises for an invalid size
 
 
 # What a copy takes over from its prototype; derive() sets the rest.
