@@ -617,3 +617,23 @@ def test_calls_and_replies_that_skip_the_pump_leave_it_nothing_to_do(
         session.sent()
         session.client._pump()
         assert session.sent() == b"" and session.events() == []
+
+
+def test_transactions_in_progress_counts_until_each_outcome_is_reported() -> None:
+    session = Session()
+    session.ready()
+    first, second = tx("a@test"), tx("b@test")
+    assert session.client.transactions_in_progress == 0
+    session.client.send_mail(first)
+    session.client.send_mail(second)
+    assert session.client.transactions_in_progress == 2  # one written, one queued
+    session.sent()
+    session.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    session.body(first, b"x")
+    session.sent()
+    assert session.client.transactions_in_progress == 2  # both written, no outcome yet
+    [accepted] = session.server(b"250 ok\r\n")
+    assert isinstance(accepted, MessageAccepted) and accepted.transaction is first
+    assert session.client.transactions_in_progress == 1
+    session.server(b"250 ok\r\n550 no\r\n554 no valid recipients\r\n")
+    assert session.client.transactions_in_progress == 0
