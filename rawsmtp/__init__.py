@@ -15,9 +15,9 @@ from ._errors import (
     SMTPQueueFullError,
 )
 from ._message import Envelope
-from ._pool import SMTPPool
 from ._result import SendResult
-from ._url import create_transport
+from .config import create_transport
+from .pool import SMTPPool
 from .protocol import (
     LocalProtocolError,
     RemoteProtocolError,

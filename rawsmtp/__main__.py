@@ -1,10 +1,10 @@
-"""``python -m rawsmtp`` and the ``rawsmtp`` console script: see :mod:`rawsmtp._cli`."""
+"""``python -m rawsmtp`` and the ``rawsmtp`` console script: see :mod:`rawsmtp.cli`."""
 
 from __future__ import annotations
 
 import sys
 
-from ._cli import main as _main
+from .cli import main as _main
 
 __all__ = ["main"]
 

@@ -1,22 +1,148 @@
-"""Errors of the I/O layer: connecting, timeouts, proxies, the pool's own life cycle, options.
+"""Every exception rawsmtp raises, in one leaf module that every layer may import.
 
-The protocol-level classes (SMTPError and its family) live in :mod:`rawsmtp.protocol`; these add
-what only a driver with sockets and clocks can know.
+Every failure rawsmtp reports is an :class:`SMTPError`. The split that matters to a caller is
+whose fault it is: :class:`LocalProtocolError` (also a ``ValueError``) means the caller misused
+the API or gave input that can never be sent; :class:`RemoteProtocolError` means the server broke
+the protocol; :class:`SMTPResponseError` means the server answered a command with a refusal. The
+rest say what only a driver with sockets and clocks can know (connecting, proxies, the pool's own
+life cycle, options). This module imports nothing of rawsmtp.
 """
 
 from __future__ import annotations
 
-from .protocol._errors import LocalProtocolError, SMTPError, SMTPTimeoutError
-
 __all__ = [
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "SMTPAuthenticationError",
+    "SMTPCapabilityError",
     "SMTPConfigError",
     "SMTPConnectionError",
     "SMTPDeliveryUnknownError",
+    "SMTPDisconnectedError",
+    "SMTPError",
     "SMTPPoolClosedError",
     "SMTPProxyError",
     "SMTPQueueFullError",
+    "SMTPRecipientsRefusedError",
+    "SMTPResponseError",
+    "SMTPTLSError",
     "SMTPTimeoutError",
 ]
+
+
+class SMTPError(Exception):
+    """Base class of every rawsmtp error.
+
+    ``code`` (int), ``enhanced_code`` (e.g. ``"5.1.1"``), ``response`` (the server's text) and
+    ``command`` (the verb the reply answered, e.g. ``"RCPT"``) are set where they are known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        enhanced_code: str | None = None,
+        response: str | None = None,
+        command: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.enhanced_code = enhanced_code
+        self.response = response
+        self.command = command
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        parts = [repr(self.message)]
+        if self.code is not None:
+            parts.append(f"code={self.code}")
+        if self.command is not None:
+            parts.append(f"command={self.command!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+class LocalProtocolError(SMTPError, ValueError):
+    """The caller misused the API or gave input that can never be sent (nothing was written)."""
+
+
+class SMTPCapabilityError(LocalProtocolError):
+    """The message needs something this server does not offer (SMTPUTF8, 8BITMIME, REQUIRETLS),
+    or is larger than its SIZE limit. Raised before anything of the message is written."""
+
+
+class RemoteProtocolError(SMTPError):
+    """The server broke the protocol: a malformed or oversized reply, or bytes where none may be."""
+
+
+class SMTPDisconnectedError(SMTPError):
+    """The server closed the connection when the client still expected a reply."""
+
+
+class SMTPTLSError(SMTPError):
+    """TLS could not be established, or was required and not offered."""
+
+
+class SMTPResponseError(SMTPError):
+    """The server refused a command with a 4xx or 5xx reply."""
+
+    @property
+    def is_temporary(self) -> bool:
+        """True for a 4xx reply: the same request may succeed later."""
+        return self.code is not None and 400 <= self.code < 500
+
+
+class SMTPAuthenticationError(SMTPResponseError):
+    """Authentication failed (a 535, 534, 538 or 454 reply, or a server that proved nothing).
+
+    ``detail`` holds what the mechanism learnt of the failure, e.g. XOAUTH2's JSON reason.
+    It never contains a password or token.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: str | None = None,
+        code: int | None = None,
+        enhanced_code: str | None = None,
+        response: str | None = None,
+        command: str | None = "AUTH",
+    ) -> None:
+        super().__init__(
+            message, code=code, enhanced_code=enhanced_code, response=response, command=command
+        )
+        self.detail = detail
+
+
+class SMTPRecipientsRefusedError(SMTPResponseError):
+    """No recipient of a transaction was accepted.
+
+    ``rejected`` maps each address to the :class:`SMTPResponseError` its RCPT received.
+    """
+
+    def __init__(self, message: str, *, rejected: dict[str, SMTPResponseError]) -> None:
+        last = list(rejected.values())[-1] if rejected else None
+        super().__init__(
+            message,
+            code=last.code if last else None,
+            enhanced_code=last.enhanced_code if last else None,
+            response=last.response if last else None,
+            command="RCPT",
+        )
+        self.rejected = rejected
+
+
+class SMTPTimeoutError(SMTPError, TimeoutError):
+    """A wait ran out; ``phase`` says which: ``"connect"``, ``"greeting"``, ``"command"``,
+    ``"data"`` (the final reply to a message), ``"tls"``..."""
+
+    def __init__(self, message: str, *, phase: str, command: str | None = None) -> None:
+        super().__init__(message, command=command)
+        self.phase = phase
 
 
 class SMTPConfigError(LocalProtocolError):

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pool_drivers import DRIVERS
-from smtp_helpers import MailStore
+from helpers.drivers import DRIVERS
+from helpers.smtp import MailStore
 
 STATE = Path(os.environ.get("RAWSMTP_SERVER_STATE", "/tmp/rawsmtp-servers"))
 

@@ -4,7 +4,6 @@ Mechanisms are sans-I/O exchanges (decoded challenge in, raw response out) that 
 machine drives; see :class:`rawsmtp.protocol.SASLMechanism`.
 
 - ``_credentials``: the Credentials object and the ``auth=`` forms
-- ``_tokens``: TokenSource, the pool-wide token with renew-once
 - ``_base``: what all mechanisms share
 - ``_password``: PLAIN, LOGIN, CRAM-MD5
 - ``_scram``: SCRAM-SHA-1, SCRAM-SHA-256 and their -PLUS variants
@@ -21,7 +20,6 @@ from ._password import CramMD5, Login, Plain
 from ._saslprep import saslprep
 from ._scram import MAX_ITERATIONS, Scram
 from ._select import KNOWN_MECHANISMS, check_auth_transport, is_loopback, select_mechanism
-from ._tokens import TokenSource
 
 __all__ = [
     "KNOWN_MECHANISMS",
@@ -34,7 +32,6 @@ __all__ = [
     "Plain",
     "Scram",
     "TokenProvider",
-    "TokenSource",
     "XOAuth2",
     "check_auth_transport",
     "credentials_from",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from ..protocol._errors import SMTPAuthenticationError
+from .._errors import SMTPAuthenticationError
 
 __all__ = ["Mechanism", "decode_text", "fail", "saslname"]
 

@@ -64,7 +64,7 @@ def tls_server_end_point(certificate: bytes) -> ChannelBinding | None:
         return None
     if hash_name in ("md5", "sha1"):
         hash_name = "sha256"
-    import hashlib  # on use: it loads OpenSSL (see rawsmtp._tls)
+    import hashlib  # on use: it loads OpenSSL (see rawsmtp.config._tls)
 
     return TLS_SERVER_END_POINT, hashlib.new(hash_name, certificate).digest()
 

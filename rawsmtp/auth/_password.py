@@ -83,7 +83,7 @@ class CramMD5(Mechanism):
         if not challenge:
             fail("CRAM-MD5: the server sent an empty challenge")
         self._answered = True
-        import hashlib  # on use, with hmac: they load OpenSSL (see rawsmtp._tls)
+        import hashlib  # on use, with hmac: they load OpenSSL (see rawsmtp.config._tls)
         import hmac
 
         digest = hmac.new(self._password, challenge, hashlib.md5).hexdigest()

@@ -88,7 +88,7 @@ class Scram(Mechanism):
         user, password = prepare_credentials(credentials)
         self._password = password.encode("utf-8")
         if nonce is None:
-            import secrets  # here and below on use: hashing loads OpenSSL (see rawsmtp._tls)
+            import secrets  # here and below on use: hashing loads OpenSSL (see rawsmtp.config._tls)
 
             nonce = secrets.token_urlsafe(24)
         self._nonce = _check_nonce(nonce)

@@ -18,8 +18,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .._errors import SMTPConfigError
-from ..protocol._errors import SMTPAuthenticationError
+from .._errors import SMTPAuthenticationError, SMTPConfigError
 from ..protocol._sasl import SASLMechanism
 from ._channel_binding import ChannelBinding
 from ._credentials import Credentials

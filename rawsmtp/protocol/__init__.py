@@ -4,10 +4,7 @@ Nothing here opens a socket, reads a clock or starts a thread; a driver does tha
 received bytes and the current time in. See :class:`ClientConnection` for the loop a driver runs.
 """
 
-from ._client import ClientConfig, ClientConnection, State
-from ._commands import orcpt_value, validate_address, validate_hostname, xtext
-from ._data import ChunkingEncoder, DataEncoder, decode_data
-from ._errors import (
+from .._errors import (
     LocalProtocolError,
     RemoteProtocolError,
     SMTPAuthenticationError,
@@ -19,6 +16,9 @@ from ._errors import (
     SMTPTimeoutError,
     SMTPTLSError,
 )
+from ._client import ClientConfig, ClientConnection, State
+from ._commands import orcpt_value, validate_address, validate_hostname, xtext
+from ._data import ChunkingEncoder, DataEncoder, decode_data
 from ._events import (
     NEED_DATA,
     Authenticated,

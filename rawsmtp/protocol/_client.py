@@ -20,9 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from . import _commands
-from ._data import ChunkingEncoder, DataEncoder
-from ._errors import (
+from .._errors import (
     LocalProtocolError,
     RemoteProtocolError,
     SMTPAuthenticationError,
@@ -34,6 +32,8 @@ from ._errors import (
     SMTPTimeoutError,
     SMTPTLSError,
 )
+from . import _commands
+from ._data import ChunkingEncoder, DataEncoder
 from ._events import (
     NEED_DATA,
     Authenticated,

@@ -12,7 +12,7 @@ import base64
 import re
 from collections.abc import Iterable
 
-from ._errors import LocalProtocolError
+from .._errors import LocalProtocolError
 
 __all__ = [
     "auth",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from ._errors import SMTPAuthenticationError, SMTPError, SMTPResponseError
+from .._errors import SMTPAuthenticationError, SMTPError, SMTPResponseError
 from ._extensions import Extensions
 from ._replies import Reply
 from ._transaction import Transaction

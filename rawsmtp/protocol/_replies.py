@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ._errors import RemoteProtocolError
+from .._errors import RemoteProtocolError
 
 __all__ = ["DEFAULT_MAX_LINE_LENGTH", "DEFAULT_MAX_REPLY_LINES", "Reply", "ReplyParser"]
 

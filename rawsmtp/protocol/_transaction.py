@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
+from .._errors import LocalProtocolError
 from . import _commands
-from ._errors import LocalProtocolError
 
 __all__ = ["Transaction"]
 

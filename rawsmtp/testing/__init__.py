@@ -9,10 +9,10 @@ The pytest plugin (``rawsmtp.testing.pytest_plugin``, registered as an entry poi
 the ``smtp_server`` and ``smtp_server_factory`` fixtures.
 """
 
+from ._config import CA_FILE, CERT_FILE, KEY_FILE
 from ._faults import Fault, FaultContext, FaultPolicy
 from ._records import CommandRecord, ReceivedMessage
 from ._server import SMTPTestServer
-from ._settings import CA_FILE, CERT_FILE, KEY_FILE
 
 __all__ = [
     "CA_FILE",

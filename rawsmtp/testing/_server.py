@@ -17,10 +17,10 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
+from ._config import DEFAULT_MAX_LINE, DEFAULT_MAX_SIZE, build_settings
 from ._faults import Fault, FaultContext, FaultPolicy, ScriptedPolicy
 from ._records import CommandRecord, ReceivedMessage
 from ._session import Session
-from ._settings import DEFAULT_MAX_LINE, DEFAULT_MAX_SIZE, build_settings
 
 __all__ = ["SMTPTestServer"]
 

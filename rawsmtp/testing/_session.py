@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ..protocol import decode_data
+from ._config import Settings
 from ._faults import DEFAULT_CLOSE_REPLY, Fault, FaultContext
 from ._input import Input, LineTooLong
 from ._records import ReceivedMessage
-from ._settings import Settings
 
 __all__ = ["Hub", "Session"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from smtp_helpers import unique
+from helpers.smtp import unique
 
 import rawsmtp
 from rawsmtp.testing import CA_FILE, Fault, SMTPTestServer

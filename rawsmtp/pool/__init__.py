@@ -1,0 +1,11 @@
+"""The connection pool: a pure scheduler, an engine, sessions over transports, two drivers.
+
+``_scheduler`` decides (pure, given ``now``); ``_engine`` carries the decisions out on the loop;
+``_connection`` drives one :class:`rawsmtp.protocol.ClientConnection` over a socket (proxy, TLS);
+``_selectors`` and ``_asyncio`` are the two event-loop drivers (the asyncio one is imported by
+``rawsmtp.aio`` only, since asyncio loads ssl). See ARCHITECTURE.md.
+"""
+
+from ._selectors import SMTPPool
+
+__all__ = ["SMTPPool"]

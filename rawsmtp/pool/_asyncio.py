@@ -1,0 +1,187 @@
+"""The asyncio pool: ``rawsmtp.aio.SMTPPool``, same options and behaviour as ``rawsmtp.SMTPPool``.
+
+Both drive the same :class:`~rawsmtp.pool._engine.PoolEngine` and the same connections and sans-I/O
+core; only the event loop differs. Here it is the running asyncio loop: sockets are watched with
+``add_reader``/``add_writer``, timers with ``call_later``, blocking work (name resolution, the
+``get_socket`` hook, token providers) goes to the loop's default executor.
+
+    async with rawsmtp.aio.SMTPPool(host="smtp.example.com", auth=("u", "p")) as pool:
+        result = await pool.send(message)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from .._errors import SMTPConnectionError, SMTPPoolClosedError
+from .._result import SendResult
+from ._connection import Connection
+from ._engine import EngineFacade, PoolEngine, Submission
+
+__all__ = ["SMTPPool"]
+
+
+class SMTPPool(EngineFacade):
+    """An SMTP pool on the running asyncio loop (create and use it from one loop)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._engine = PoolEngine(options, self)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watched: dict[Connection, tuple[int, bool]] = {}  # fd, watching for writes
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._sync_scheduled = False
+        self._finished = asyncio.Event()
+
+    # -- public API -----------------------------------------------------------------------------
+
+    async def send(self, message: Any, envelope: Any = None) -> SendResult:
+        """Send one message; returns its :class:`~rawsmtp.SendResult` or raises an SMTPError.
+
+        Input that can never be sent raises a ``ValueError`` subclass at once. With
+        ``max_queue`` set and the queue full, raises :class:`~rawsmtp.SMTPQueueFullError`.
+        Cancelling the call withdraws a message that has not started.
+        """
+        submission = self._engine.submit(message, envelope, block=False, timeout=0, on_loop=True)
+        if not isinstance(submission, Submission):
+            return await asyncio.wrap_future(submission)
+        self._call(lambda now: self._engine.enqueue(submission))
+        try:
+            return await asyncio.wrap_future(submission.future)
+        except asyncio.CancelledError:
+            submission.future.cancel()  # withdraws the message when it has not started
+            raise
+
+    async def verify(self) -> bool:
+        """Connect, greet, STARTTLS and authenticate as configured, then QUIT (see the sync pool)."""
+        if self._engine.closed:
+            raise SMTPPoolClosedError("the pool is closed")
+        future: Future[bool] = Future()
+        self._call(lambda now: self._engine.start_verify(future, now))
+        return await asyncio.wrap_future(future)
+
+    async def aclose(self) -> None:
+        """Graceful close, as ``rawsmtp.SMTPPool.close()``: in-flight messages finish, QUIT."""
+        if self._engine.mark_closed():
+            self._call(self._engine.begin_close)
+        if self._loop is not None:
+            await self._finished.wait()
+
+    async def __aenter__(self) -> SMTPPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- Driver: what the engine needs ----------------------------------------------------------
+
+    def run_blocking(
+        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None], None]
+    ) -> None:
+        def finished(result: asyncio.Future[Any]) -> None:
+            error = result.exception()
+            value = None if error is not None else result.result()
+            self._call(lambda now: done(value, error))
+
+        assert self._loop is not None
+        self._loop.run_in_executor(None, func).add_done_callback(finished)
+
+    def withdraw(self, future: Future[SendResult]) -> None:
+        self._call(lambda now: self._engine.cancel_future(future))
+
+    def watch(self, connection: Connection) -> None:
+        self.forget(connection)
+        self._schedule_sync()
+
+    def forget(self, connection: Connection) -> None:
+        watched = self._watched.pop(connection, None)
+        if watched is not None and self._loop is not None:
+            fd, writing = watched
+            self._loop.remove_reader(fd)
+            if writing:
+                self._loop.remove_writer(fd)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _call(self, action: Callable[[float], None]) -> None:
+        """Run ``action(now)`` now, on the running loop, then bring sockets and timers up to date."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._guarded(action)
+
+    def _guarded(self, action: Callable[[float], None]) -> None:
+        try:
+            action(time.monotonic())
+            self._sync()
+        except Exception:  # pragma: no cover - a bug; fail everything rather than hang
+            self._engine.log.exception("rawsmtp asyncio pool crashed")
+            self._engine.fail_everything(SMTPConnectionError("the pool's event loop crashed"))
+            self._finished.set()
+            raise
+
+    def _schedule_sync(self) -> None:
+        if not self._sync_scheduled and self._loop is not None:
+            self._sync_scheduled = True
+            self._loop.call_soon(self._guarded, lambda now: None)
+
+    def _sync(self) -> None:
+        """Decide, then make the loop watch what each connection needs and the next deadline."""
+        self._sync_scheduled = False
+        engine = self._engine
+        now = time.monotonic()
+        engine.decide(now)
+        if engine.finished:
+            self._cancel_timer()
+            self._finished.set()
+            return
+        engine.flush_output(now)
+        for connection in list(engine.connections):
+            self._watch_socket(connection)
+        self._set_timer(engine.next_deadline(now), now)
+
+    def _watch_socket(self, connection: Connection) -> None:
+        assert self._loop is not None
+        if connection.sock is None:
+            return
+        fd, writing = connection.sock.fileno(), connection.wants_write()
+        current = self._watched.get(connection)
+        if current == (fd, writing):
+            return
+        if current is None:
+            self._loop.add_reader(fd, self._on_event, connection, False)
+        if writing and (current is None or not current[1]):
+            self._loop.add_writer(fd, self._on_event, connection, True)
+        elif not writing and current is not None and current[1]:
+            self._loop.remove_writer(fd)
+        self._watched[connection] = (fd, writing)
+
+    def _on_event(self, connection: Connection, writable: bool) -> None:
+        def act(now: float) -> None:
+            if connection in self._watched:
+                if writable:
+                    connection.on_writable(now)
+                else:
+                    connection.on_readable(now)
+
+        self._guarded(act)
+
+    def _set_timer(self, deadline: float | None, now: float) -> None:
+        if deadline == self._timer_at:
+            return
+        self._cancel_timer()
+        if deadline is not None and self._loop is not None:
+            self._timer_at = deadline
+            self._timer = self._loop.call_later(max(0.0, deadline - now), self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, None
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, None
+        self._guarded(self._engine.fire_timers)

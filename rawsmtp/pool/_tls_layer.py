@@ -1,0 +1,67 @@
+"""TLS over any byte stream with ``ssl.MemoryBIO``, so the event loop never blocks on a handshake.
+
+The same layer serves implicit TLS (port 465), STARTTLS, and TLS through a proxy tunnel: the
+driver pushes received ciphertext in, takes plaintext out, and writes whatever ciphertext the
+layer produces.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from ..protocol import SMTPTLSError
+
+__all__ = ["TLSLayer"]
+
+
+def tls_error(error: ssl.SSLError | ssl.CertificateError) -> SMTPTLSError:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return SMTPTLSError(f"certificate verification failed: {error.verify_message}")
+    return SMTPTLSError(f"TLS failed: {error}")
+
+
+class TLSLayer:
+    def __init__(self, context: ssl.SSLContext, server_hostname: str | None) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self.object = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname
+        )
+        self.handshake_done = False
+
+    def handshake(self) -> bool:
+        """Advance the handshake; True once it is complete."""
+        if not self.handshake_done:
+            try:
+                self.object.do_handshake()
+            except ssl.SSLWantReadError:
+                return False
+            except (ssl.SSLError, ssl.CertificateError) as error:
+                raise tls_error(error) from error
+            self.handshake_done = True
+        return True
+
+    def receive(self, ciphertext: bytes) -> bytes:
+        """Ciphertext in; the plaintext it completes out (b"" while a record is partial).
+
+        A close_notify from the peer comes out as b"" too; the socket's EOF ends the session.
+        """
+        self._incoming.write(ciphertext)
+        if not self.handshake_done:
+            return b""
+        chunks = []
+        try:
+            while data := self.object.read(65536):
+                chunks.append(data)
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass
+        except ssl.SSLError as error:
+            raise tls_error(error) from error
+        return b"".join(chunks)
+
+    def send(self, plaintext: bytes) -> None:
+        if plaintext:
+            self.object.write(plaintext)
+
+    def take_outgoing(self) -> bytes:
+        return self._outgoing.read()

@@ -1,0 +1,172 @@
+"""From validated pool options to what each connection needs (and to a socket, in a worker).
+
+Kept apart from the pool so the selectors pool and the asyncio pool derive connections the same
+way: STARTTLS policy, TLS context, EHLO name, authentication, get_socket and name resolution.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import weakref
+from typing import Any
+
+from .._errors import SMTPConnectionError
+from ..auth import (
+    check_auth_transport,
+    credentials_from,
+    select_mechanism,
+    tls_server_end_point,
+)
+from ..config._options import Options, make_options
+from ..config._tls import build_ssl_context, server_name_override
+from ..protocol import ClientConnection, LocalProtocolError
+from ..protocol._sasl import SASLMechanism
+from ..proxy import parse_proxy_url, resolve_ipv4, start_handshake
+from ._connection import ConnectionSettings, SocketPlan
+from ._tokens import TokenSource
+
+__all__ = ["connection_settings", "machine_fqdn", "make_socket_plan", "pool_options"]
+
+
+def pool_options(options: dict[str, Any]) -> Options:
+    return make_options(**options)
+
+
+def connection_settings(options: Options) -> ConnectionSettings:
+    logger = _logger(options)
+    return ConnectionSettings(
+        host=options.host,
+        port=options.port,
+        secure=options.secure,
+        starttls="never"
+        if options.ignore_tls
+        else ("required" if options.require_tls else "opportunistic"),
+        ssl_context=build_ssl_context(options.tls)
+        if options.secure or not options.ignore_tls
+        else None,
+        server_hostname=server_name_override(options.tls) or options.host,
+        name=options.name,
+        local_address=options.local_address,
+        lmtp=options.lmtp,
+        connection_timeout=options.connection_timeout,
+        greeting_timeout=options.greeting_timeout,
+        socket_timeout=options.socket_timeout,
+        debug=bool(options.debug),
+        logger=logger,
+        authenticator=_authenticator(options),
+        renewable=_renewable(options),
+    )
+
+
+def _logger(options: Options) -> logging.Logger:
+    """The logger to use: the caller's, or "rawsmtp" (which ``logger=True`` prints to stderr).
+
+    ``debug=True`` lowers the level to DEBUG, where the protocol lines are (secrets redacted).
+    """
+    if isinstance(options.logger, logging.Logger):
+        logger = options.logger
+    else:
+        logger = logging.getLogger("rawsmtp")
+        if options.logger is True and not any(
+            getattr(handler, "rawsmtp_console", False) for handler in logger.handlers
+        ):
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s rawsmtp %(message)s"))
+            handler.rawsmtp_console = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+            if logger.level == logging.NOTSET:
+                logger.setLevel(logging.INFO)
+    if options.debug and logger.getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(logging.DEBUG)
+    return logger
+
+
+def _renewable(options: Options) -> bool:
+    credentials = credentials_from(options.auth) if options.auth is not None else None
+    return credentials is not None and credentials.token_provider is not None
+
+
+def _authenticator(options: Options) -> Any:
+    """A function that builds the SASL mechanism for one attempt (run in a worker thread)."""
+    if options.auth is None:
+        return None
+    credentials = credentials_from(options.auth)
+    tokens = (
+        TokenSource(credentials)
+        if credentials.access_token is not None or credentials.token_provider is not None
+        else None
+    )
+    # The token each connection last tried, so a renewal knows which token was refused; weak,
+    # so the entries of closed connections go with them.
+    last_token: weakref.WeakKeyDictionary[ClientConnection, str] = weakref.WeakKeyDictionary()
+
+    def authenticate(
+        core: ClientConnection, host: str, renew: bool, certificate: bytes | None
+    ) -> SASLMechanism:
+        check_auth_transport(host, core.tls, options.allow_insecure_auth)
+        token = None
+        if tokens is not None:
+            token = tokens.renew(last_token.get(core)) if renew else tokens.token()
+            last_token[core] = token
+        return select_mechanism(
+            core.extensions.auth,
+            credentials,
+            preferred=options.auth_method,
+            token=token,
+            host=host,
+            port=options.port,
+            channel_binding=tls_server_end_point(certificate) if certificate else None,
+        )
+
+    return authenticate
+
+
+@functools.cache
+def machine_fqdn() -> str | None:
+    """The machine's FQDN when it has a dot (asked once; it may take a DNS query)."""
+    name = socket.getfqdn()
+    return name if "." in name and not name.startswith("localhost") else None
+
+
+def make_socket_plan(options: Options) -> SocketPlan:
+    """Run in a worker: the get_socket hook, else name resolution (both may block)."""
+    fqdn = None if options.name else machine_fqdn()
+    if options.get_socket is not None:
+        provided = options.get_socket(options.host, options.port)
+        if provided is not None:
+            sock, secured = provided if isinstance(provided, tuple) else (provided, False)
+            if not isinstance(sock, socket.socket):
+                raise LocalProtocolError("get_socket must return a socket, (socket, bool) or None")
+            return SocketPlan(sock=sock, secured=bool(secured), addresses=(), local_hostname=fqdn)
+    if options.proxy is not None:
+        return _proxy_plan(options, fqdn)
+    return SocketPlan(
+        sock=None,
+        secured=False,
+        addresses=_resolve(options.host, options.port),
+        local_hostname=fqdn,
+    )
+
+
+def _proxy_plan(options: Options, fqdn: str | None) -> SocketPlan:
+    """Connect to the proxy, with a handshake that asks it for the target (SOCKS4: by address)."""
+    url = parse_proxy_url(options.proxy or "")
+    target = (
+        resolve_ipv4(options.host, options.port) if url.needs_local_resolution else options.host
+    )
+    return SocketPlan(
+        sock=None,
+        secured=False,
+        addresses=_resolve(url.host, url.port),
+        local_hostname=fqdn,
+        proxy=start_handshake(url, target, options.port),
+    )
+
+
+def _resolve(host: str, port: int) -> tuple[tuple[Any, ...], ...]:
+    try:
+        return tuple(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    except OSError as error:
+        raise SMTPConnectionError(f"cannot resolve {host!r}: {error}") from error
