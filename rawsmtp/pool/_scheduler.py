@@ -277,9 +277,7 @@ class Scheduler(Generic[JobT]):
     ) -> None:
         """The slot's job got its final reply (``carried=False``: it never went out, e.g. the
         caller cancelled it at assignment)."""
-        slot.in_flight -= 1
-        if slot.in_flight == 0:
-            slot.idle_since = now
+        self._vacate(slot, now)
         if job is not None:
             self._unreserve(job)
         if carried and not slot.carried:
@@ -288,9 +286,7 @@ class Scheduler(Generic[JobT]):
 
     def job_deferred(self, slot: Slot, job: JobT, now: float, *, charge: bool = True) -> bool:
         """The job goes back to the queue; its connection stays. False: out of attempts."""
-        slot.in_flight -= 1
-        if slot.in_flight == 0:
-            slot.idle_since = now
+        self._vacate(slot, now)
         return not self._requeue((job,), now, charge=charge)
 
     def slot_failed(
@@ -515,6 +511,11 @@ class Scheduler(Generic[JobT]):
         self._throttled = (self._concurrency, self._rate) != (self.max_connections, self.rate_limit)
 
     # -- rules: slots ---------------------------------------------------------------------------
+
+    def _vacate(self, slot: Slot, now: float) -> None:
+        slot.in_flight -= 1
+        if slot.in_flight == 0:
+            slot.idle_since = now
 
     def _remove(self, slot: Slot) -> None:
         if slot in self._slots:
