@@ -358,7 +358,7 @@ def test_chunking_sends_bdat_and_rsets_after_a_failure() -> None:
     session.client.send_mail(after)
     assert session.sent() == b"MAIL FROM:<from@test>\r\nRCPT TO:<to@test>\r\n"
     session.body(message, b"a\n.b")
-    assert session.sent() == b"BDAT 5 LAST\r\na\r\n.b"
+    assert session.sent() == b"BDAT 7 LAST\r\na\r\n.b\r\n"
     failed, next_body = session.server(b"250 ok\r\n250 ok\r\n554 5.6.0 bad content\r\n")
     assert isinstance(failed, MessageFailed) and failed.error.code == 554  # type: ignore[attr-defined]
     assert isinstance(next_body, SendBody) and next_body.transaction is after
