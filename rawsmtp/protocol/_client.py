@@ -1,20 +1,48 @@
 """The client session state machine: :class:`ClientConnection`.
 
 It owns the order of an SMTP session (greeting, EHLO or LHLO with HELO fallback, STARTTLS and
-EHLO again, AUTH, transactions, QUIT) and RFC 2920 pipelining: every command written pushes what
-its reply means onto a queue, and replies are matched to that queue in order. With PIPELINING a
-transaction's MAIL, RCPTs and DATA go in one write, and the next transaction's commands follow
-the previous message's final dot, so a busy connection costs about one round trip per message.
+EHLO again, AUTH, transactions, QUIT) and RFC 2920 pipelining. Where the session is and which
+moves are legal live in ``_state``; what each reply means for a transaction lives in
+``_mailflow``; this module connects the two to bytes.
 
-How a session moves is data: ``_REPLY_HANDLERS`` maps what a reply answers to its handler, and
-``_ALLOWED`` says in which states each API call may be made.
+Theory of operation
+-------------------
+Four attributes carry a session's traffic:
+
+- ``_queue``: transactions handed to :meth:`ClientConnection.send_mail` and not started yet.
+- ``_writer``: the one transaction whose commands or body are being written. Its commands are
+  planned (``_Message.commands``) when it leaves the queue, against the final EHLO.
+- ``_encoder``: set while the writer's body may be sent (after a 354, or at once for BDAT);
+  :meth:`~ClientConnection.send_body` fails without it.
+- ``_pending``: one entry per command written, in order, saying what its reply answers
+  (:class:`~._state._Awaiting`) and which transaction and recipient it concerns. Each reply
+  received pops the head; ``_REPLY_HANDLERS`` acts on it. Replies can only match commands in
+  order, so this queue is the whole of the matching.
+
+``_pump`` is the only place that moves a transaction forward, and is called whenever something
+may let it: a transaction queued, a reply, the end of a body. It guarantees (RFC 2920):
+
+- Nothing is written outside READY (transactions queued earlier wait for it).
+- With PIPELINING, a transaction's MAIL, RCPTs and DATA go in one write, and the next
+  transaction's commands follow the previous message's final dot in the same write: DATA ends a
+  group (RFC 2920 section 3.1), so the body waits for the 354. Without PIPELINING, one command
+  is written per reply, and a refusal seen before DATA stops the transaction there (RSET).
+- With CHUNKING the body goes as BDAT chunks right after the envelope, and the writer is held
+  until the final reply: after a failed BDAT the server may hold message state, so RSET must
+  come before the next MAIL. A DATA transaction releases the writer at its dot.
+- A server that answers DATA with 354 after refusing every recipient gets an empty message,
+  whose reply is ignored (RFC 2920 section 3.1).
+- QUIT goes out once the queue is empty and no writer is left, pipelined after them.
+
+Timers: each awaited reply has a deadline counted from when it became awaited (the command was
+handed to the driver, or the previous reply completed), never extended by a partial reply, so
+a server that dribbles bytes cannot hold a session forever (RFC 5321 section 4.5.3.2).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,42 +79,11 @@ from ._events import (
 from ._extensions import Extensions, parse_ehlo
 from ._replies import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_REPLY_LINES, Reply, ReplyParser
 from ._sasl import SASLMechanism
+from ._state import _ALLOWED, State, _Awaiting, _check_transition
 from ._transaction import Transaction
 
 __all__ = ["ClientConfig", "ClientConnection", "State"]
 
-
-class State(enum.Enum):
-    # Members are singletons: identity hashing is correct and far cheaper than Enum's own.
-    __hash__ = object.__hash__
-
-    GREETING = "GREETING"  # connected, waiting for the server's 220
-    EHLO = "EHLO"  # EHLO or LHLO sent
-    HELO = "HELO"  # HELO sent after EHLO was refused
-    STARTTLS = "STARTTLS"  # STARTTLS sent
-    TLS_HANDSHAKE = "TLS_HANDSHAKE"  # the driver is doing the TLS handshake
-    READY = "READY"  # transactions may run
-    AUTH = "AUTH"  # an AUTH exchange is under way
-    QUIT = "QUIT"  # QUIT sent
-    CLOSED = "CLOSED"
-
-
-# Which API calls are legal in which states; anything else is a LocalProtocolError.
-_ALLOWED: dict[str, frozenset[State]] = {
-    "send_mail": frozenset(
-        {
-            State.GREETING,
-            State.EHLO,
-            State.HELO,
-            State.STARTTLS,
-            State.TLS_HANDSHAKE,
-            State.READY,
-            State.AUTH,
-        }
-    ),
-    "authenticate": frozenset({State.READY}),
-    "start_tls_done": frozenset({State.TLS_HANDSHAKE}),
-}
 
 _NO_BODY_EXPECTED = "no message body is expected now (wait for SendBody)"
 
@@ -122,25 +119,6 @@ class ClientConfig:
             raise LocalProtocolError("reply limits too small (max_line_length >= 512)")
 
 
-class _Expect(enum.Enum):
-    """What an awaited reply answers."""
-
-    __hash__ = object.__hash__  # see State
-
-    GREETING = "greeting"
-    EHLO = "EHLO"
-    HELO = "HELO"
-    STARTTLS = "STARTTLS"
-    AUTH = "AUTH"
-    MAIL = "MAIL"
-    RCPT = "RCPT"
-    DATA = "DATA"
-    BDAT = "BDAT"
-    DATA_END = "end of data"
-    RSET = "RSET"
-    QUIT = "QUIT"
-
-
 @dataclass(slots=True, eq=False)
 class _Message:
     """The client's bookkeeping for one transaction."""
@@ -165,14 +143,14 @@ class _Message:
 
 # An awaited reply: what it answers, and the transaction and recipient it concerns. A plain
 # tuple, because several are made for every message and a tuple costs no Python-level call.
-_Pending = tuple[_Expect, _Message | None, str | None]
+_Pending = tuple[_Awaiting, _Message | None, str | None]
 
 
 def _command_text(line: bytes) -> str:
     return line.decode("utf-8", "replace").rstrip("\r\n")
 
 
-def _response_error(reply: Reply, expect: _Expect, what: str) -> SMTPResponseError:
+def _response_error(reply: Reply, expect: _Awaiting, what: str) -> SMTPResponseError:
     return SMTPResponseError(
         f"{what} refused: {reply}",
         code=reply.code,
@@ -193,12 +171,12 @@ class ClientConnection:
 
     def __init__(self, config: ClientConfig, *, now: float | None = None) -> None:
         self.config = config
-        self._state = State.GREETING
+        self._state = State.GREETING  # the one assignment outside _enter()
         self._tls = config.tls_active
         self._parser = self._new_parser()
         self._outgoing = bytearray()
         self._events: deque[Event] = deque()
-        self._pending: deque[_Pending] = deque([(_Expect.GREETING, None, None)])
+        self._pending: deque[_Pending] = deque([(_Awaiting.GREETING, None, None)])
         self._queue: deque[_Message] = deque()
         self._writer: _Message | None = None  # the transaction whose commands/body go out now
         self._encoder: DataEncoder | ChunkingEncoder | None = None  # set while the body may go
@@ -210,12 +188,18 @@ class ClientConnection:
         self._quit_requested = False
         self._activity = now
         # Seconds of silence allowed while each kind of reply is awaited (None: no limit).
-        self._timeouts: dict[_Expect, float | None] = {
-            **dict.fromkeys(_Expect, config.command_timeout),
-            _Expect.GREETING: config.greeting_timeout,
-            _Expect.DATA_END: config.data_timeout,
+        self._timeouts: dict[_Awaiting, float | None] = {
+            **dict.fromkeys(_Awaiting, config.command_timeout),
+            _Awaiting.GREETING: config.greeting_timeout,
+            _Awaiting.DATA_END: config.data_timeout,
         }
         self._trace: list[tuple[str, str]] | None = [] if config.trace else None
+
+    def __repr__(self) -> str:
+        return (
+            f"<ClientConnection state={self._state.name} pending={len(self._pending)}"
+            f" queued={len(self._queue)}>"
+        )
 
     # -- public surface -----------------------------------------------------------------------
 
@@ -294,7 +278,9 @@ class ClientConnection:
         deadline = self.get_timer()
         if deadline is not None and now >= deadline:
             expect = self._pending[0][0]
-            phase = {_Expect.GREETING: "greeting", _Expect.DATA_END: "data"}.get(expect, "command")
+            phase = {_Awaiting.GREETING: "greeting", _Awaiting.DATA_END: "data"}.get(
+                expect, "command"
+            )
             self._close(
                 SMTPTimeoutError(
                     f"no reply to {expect.value} within the {phase} timeout",
@@ -327,7 +313,7 @@ class ClientConnection:
             raise LocalProtocolError(_NO_BODY_EXPECTED)
         data = encoder.encode(chunk)
         if data and isinstance(encoder, ChunkingEncoder):
-            self._pending.append((_Expect.BDAT, self._writer, None))
+            self._pending.append((_Awaiting.BDAT, self._writer, None))
         self._outgoing += data
 
     def end_body(self) -> None:
@@ -339,7 +325,7 @@ class ClientConnection:
         self._outgoing += encoder.end()
         self._encoder = None
         message.end_sent = True
-        self._pending.append((_Expect.DATA_END, message, None))
+        self._pending.append((_Awaiting.DATA_END, message, None))
         if self._trace is not None:
             self._trace_line("C", "<message data>")
         if not message.chunking:
@@ -364,8 +350,8 @@ class ClientConnection:
             line = _commands.auth(mechanism.name, None)
             self._initial_response_due = initial
         self._mechanism, self._auth_error = mechanism, None
-        self._state = State.AUTH
-        self._write(line, (_Expect.AUTH, None, None), trace=f"AUTH {mechanism.name} <redacted>")
+        self._enter(State.AUTH)
+        self._write(line, (_Awaiting.AUTH, None, None), trace=f"AUTH {mechanism.name} <redacted>")
 
     def start_tls_done(self) -> None:
         """The driver finished the TLS handshake: say EHLO again over the encrypted link."""
@@ -420,12 +406,12 @@ class ClientConnection:
     def _send_hello(self, state: State) -> None:
         name = self.config.local_hostname
         if state is State.HELO:
-            line, expect = _commands.helo(name), _Expect.HELO
+            line, expect = _commands.helo(name), _Awaiting.HELO
         elif self.config.lmtp:
-            line, expect = _commands.lhlo(name), _Expect.EHLO
+            line, expect = _commands.lhlo(name), _Awaiting.EHLO
         else:
-            line, expect = _commands.ehlo(name), _Expect.EHLO
-        self._state = state
+            line, expect = _commands.ehlo(name), _Awaiting.EHLO
+        self._enter(state)
         self._write(line, (expect, None, None))
 
     def _use_extensions(self, extensions: Extensions) -> None:
@@ -488,8 +474,8 @@ class ClientConnection:
             and self._writer is None
             and not self._queue
         ):
-            self._state = State.QUIT
-            self._write(_commands.QUIT, (_Expect.QUIT, None, None))
+            self._enter(State.QUIT)
+            self._write(_commands.QUIT, (_Awaiting.QUIT, None, None))
 
     def _start_next(self) -> None:
         """Make the next queued transaction the writer, its commands planned for this server."""
@@ -506,20 +492,20 @@ class ClientConnection:
         mail = transaction.mail_command(
             dsn=dsn, with_size=self._with_size, with_body_type=self._with_body_type
         )
-        commands.append((mail, (_Expect.MAIL, message, None)))
+        commands.append((mail, (_Awaiting.MAIL, message, None)))
         rcpts = transaction.rcpt_commands(dsn=dsn)
         for recipient, rcpt in zip(transaction.recipients, rcpts, strict=True):
-            commands.append((rcpt, (_Expect.RCPT, message, recipient)))
+            commands.append((rcpt, (_Awaiting.RCPT, message, recipient)))
         message.chunking = self._chunking
         if not message.chunking:
-            commands.append((_commands.DATA, (_Expect.DATA, message, None)))
+            commands.append((_commands.DATA, (_Awaiting.DATA, message, None)))
         self._writer = message
 
     def _must_abort(self, message: _Message) -> bool:
         """Without pipelining we learn of a refusal before the next command: stop there."""
         if message.error is not None:
             return True
-        next_is_body = not message.commands or message.commands[0][1][0] is _Expect.DATA
+        next_is_body = not message.commands or message.commands[0][1][0] is _Awaiting.DATA
         return next_is_body and not message.accepted
 
     def _open_body(self, message: _Message, encoder: DataEncoder | ChunkingEncoder) -> None:
@@ -532,7 +518,7 @@ class ClientConnection:
         assert message is not None
         self._writer = None
         self._events.append(MessageFailed(transaction=message.transaction, error=error))
-        self._write(_commands.RSET, (_Expect.RSET, None, None))
+        self._write(_commands.RSET, (_Awaiting.RSET, None, None))
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -546,14 +532,14 @@ class ClientConnection:
                     self._trace_line("S", str(reply))
                 if not awaited:
                     if reply.code == 421:
-                        self._close(_response_error(reply, _Expect.QUIT, "service"))
+                        self._close(_response_error(reply, _Awaiting.QUIT, "service"))
                         return
                     raise RemoteProtocolError(
                         f"unexpected reply with no command outstanding: {reply}"
                     )
                 pending = awaited.popleft()
                 expect = pending[0]
-                if reply.code == 421 and expect is not _Expect.QUIT:
+                if reply.code == 421 and expect is not _Awaiting.QUIT:
                     error = _response_error(reply, expect, "service closing:")
                     self._close(error, refused=pending[1])
                     return
@@ -586,8 +572,8 @@ class ClientConnection:
         self._use_extensions(extensions)
         if not self._tls and self.config.starttls != "never":
             if extensions.starttls:
-                self._state = State.STARTTLS
-                self._write(_commands.STARTTLS, (_Expect.STARTTLS, None, None))
+                self._enter(State.STARTTLS)
+                self._write(_commands.STARTTLS, (_Awaiting.STARTTLS, None, None))
                 return
             if self.config.starttls == "required":
                 self._close(SMTPTLSError("TLS is required but the server does not offer STARTTLS"))
@@ -595,7 +581,7 @@ class ClientConnection:
         self._become_ready(reply)
 
     def _become_ready(self, reply: Reply) -> None:
-        self._state = State.READY
+        self._enter(State.READY)
         self._events.append(Ready(extensions=self._extensions, tls=self._tls, reply=reply))
         self._pump()
 
@@ -604,7 +590,7 @@ class ClientConnection:
             if self._parser.buffered:
                 # Anything after the 220 was sent before TLS protects it: an injection attempt.
                 raise RemoteProtocolError("data pipelined after the STARTTLS 220 reply")
-            self._state = State.TLS_HANDSHAKE
+            self._enter(State.TLS_HANDSHAKE)
             self._events.append(StartTLS())
         elif self.config.starttls == "required":
             self._close(
@@ -624,10 +610,13 @@ class ClientConnection:
         assert mechanism is not None
         if reply.code == 334 and self._auth_error is None:
             self._write(
-                self._sasl_answer(mechanism, reply), (_Expect.AUTH, None, None), trace="<redacted>"
+                self._sasl_answer(mechanism, reply),
+                (_Awaiting.AUTH, None, None),
+                trace="<redacted>",
             )
             return
-        self._state, self._mechanism = State.READY, None
+        self._mechanism = None
+        self._enter(State.READY)
         error = self._auth_error
         if reply.code == 235 and error is None:
             try:
@@ -779,7 +768,7 @@ class ClientConnection:
         """End the session once, telling the driver which transactions may be sent again."""
         if self._state is State.CLOSED:
             return
-        self._state = State.CLOSED
+        self._enter(State.CLOSED)
         unsent: list[Transaction] = []
         unconfirmed: list[Transaction] = []
         seen: set[int] = set()
@@ -798,6 +787,11 @@ class ClientConnection:
             ConnectionClosed(error=error, unsent=tuple(unsent), unconfirmed=tuple(unconfirmed))
         )
 
+    def _enter(self, state: State) -> None:
+        """Every change of state goes through here, checked against ``_TRANSITIONS``."""
+        _check_transition(self._state, state)
+        self._state = state
+
     def _require(self, operation: str) -> None:
         if self._state not in _ALLOWED[operation]:
             raise LocalProtocolError(f"{operation}() is not allowed in state {self._state.name}")
@@ -805,17 +799,17 @@ class ClientConnection:
 
 _ReplyHandler = Callable[[ClientConnection, Reply, _Pending], None]
 
-_REPLY_HANDLERS: dict[_Expect, _ReplyHandler] = {
-    _Expect.GREETING: ClientConnection._on_greeting,
-    _Expect.EHLO: ClientConnection._on_ehlo,
-    _Expect.HELO: ClientConnection._on_helo,
-    _Expect.STARTTLS: ClientConnection._on_starttls,
-    _Expect.AUTH: ClientConnection._on_auth,
-    _Expect.MAIL: ClientConnection._on_mail,
-    _Expect.RCPT: ClientConnection._on_rcpt,
-    _Expect.DATA: ClientConnection._on_data,
-    _Expect.BDAT: ClientConnection._on_bdat,
-    _Expect.DATA_END: ClientConnection._on_data_end,
-    _Expect.RSET: ClientConnection._on_rset,
-    _Expect.QUIT: ClientConnection._on_quit,
+_REPLY_HANDLERS: dict[_Awaiting, _ReplyHandler] = {
+    _Awaiting.GREETING: ClientConnection._on_greeting,
+    _Awaiting.EHLO: ClientConnection._on_ehlo,
+    _Awaiting.HELO: ClientConnection._on_helo,
+    _Awaiting.STARTTLS: ClientConnection._on_starttls,
+    _Awaiting.AUTH: ClientConnection._on_auth,
+    _Awaiting.MAIL: ClientConnection._on_mail,
+    _Awaiting.RCPT: ClientConnection._on_rcpt,
+    _Awaiting.DATA: ClientConnection._on_data,
+    _Awaiting.BDAT: ClientConnection._on_bdat,
+    _Awaiting.DATA_END: ClientConnection._on_data_end,
+    _Awaiting.RSET: ClientConnection._on_rset,
+    _Awaiting.QUIT: ClientConnection._on_quit,
 }
