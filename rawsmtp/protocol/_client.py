@@ -11,7 +11,7 @@ Four attributes carry a session's traffic:
 
 - ``_queue``: transactions handed to :meth:`ClientConnection.send_mail` and not started yet.
 - ``_writer``: the one transaction whose commands or body are being written. Its commands are
-  planned (``_Message.commands``) when it leaves the queue, against the final EHLO.
+  planned (``MailFlow.commands``) when it leaves the queue, against the final EHLO.
 - ``_encoder``: set while the writer's body may be sent (after a 354, or at once for BDAT);
   :meth:`~ClientConnection.send_body` fails without it.
 - ``_pending``: one entry per command written, in order, saying what its reply answers
@@ -45,7 +45,7 @@ import base64
 import binascii
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from .._errors import (
@@ -55,7 +55,6 @@ from .._errors import (
     SMTPCapabilityError,
     SMTPDisconnectedError,
     SMTPError,
-    SMTPRecipientsRefusedError,
     SMTPResponseError,
     SMTPTimeoutError,
     SMTPTLSError,
@@ -77,6 +76,20 @@ from ._events import (
     StartTLS,
 )
 from ._extensions import Extensions, parse_ehlo
+from ._mailflow import (
+    DataVerdict,
+    MailFlow,
+    Outcome,
+    Pending,
+    bdat_reply,
+    data_reply,
+    final_reply,
+    mail_reply,
+    missing_capability,
+    must_abort,
+    rcpt_reply,
+    response_error,
+)
 from ._replies import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_REPLY_LINES, Reply, ReplyParser
 from ._sasl import SASLMechanism
 from ._state import _ALLOWED, State, _Awaiting, _check_transition
@@ -119,45 +132,8 @@ class ClientConfig:
             raise LocalProtocolError("reply limits too small (max_line_length >= 512)")
 
 
-@dataclass(slots=True, eq=False)
-class _Message:
-    """The client's bookkeeping for one transaction."""
-
-    transaction: Transaction
-    checked: bool  # capabilities already checked against the final EHLO
-    # What to write, each command with what its reply answers; planned when the writing begins.
-    commands: deque[tuple[bytes, _Pending]] = field(default_factory=deque)
-    chunking: bool = False
-    accepted: list[str] = field(default_factory=list)
-    rejected: dict[str, SMTPResponseError] = field(default_factory=dict)
-    error: SMTPResponseError | None = None
-    end_sent: bool = False
-    lmtp_replies: int = 0  # LMTP replies to the data received so far
-    lmtp_success: Reply | None = None  # the last LMTP delivery reply that succeeded
-
-    def failure(self) -> SMTPResponseError:
-        if self.error is not None:
-            return self.error
-        return SMTPRecipientsRefusedError("all recipients were refused", rejected=self.rejected)
-
-
-# An awaited reply: what it answers, and the transaction and recipient it concerns. A plain
-# tuple, because several are made for every message and a tuple costs no Python-level call.
-_Pending = tuple[_Awaiting, _Message | None, str | None]
-
-
 def _command_text(line: bytes) -> str:
     return line.decode("utf-8", "replace").rstrip("\r\n")
-
-
-def _response_error(reply: Reply, expect: _Awaiting, what: str) -> SMTPResponseError:
-    return SMTPResponseError(
-        f"{what} refused: {reply}",
-        code=reply.code,
-        enhanced_code=reply.enhanced_code,
-        response=reply.text,
-        command=expect.value,
-    )
 
 
 class ClientConnection:
@@ -176,9 +152,9 @@ class ClientConnection:
         self._parser = self._new_parser()
         self._outgoing = bytearray()
         self._events: deque[Event] = deque()
-        self._pending: deque[_Pending] = deque([(_Awaiting.GREETING, None, None)])
-        self._queue: deque[_Message] = deque()
-        self._writer: _Message | None = None  # the transaction whose commands/body go out now
+        self._pending: deque[Pending] = deque([(_Awaiting.GREETING, None, None)])
+        self._queue: deque[MailFlow] = deque()
+        self._writer: MailFlow | None = None  # the transaction whose commands/body go out now
         self._encoder: DataEncoder | ChunkingEncoder | None = None  # set while the body may go
         self._data_encoder = DataEncoder()  # every DATA message's, as it is reset by end()
         self._use_extensions(Extensions())
@@ -300,7 +276,7 @@ class ClientConnection:
             self._check_capabilities(transaction)
         else:  # READY allows it, so only the other states need the table
             self._require("send_mail")
-        self._queue.append(_Message(transaction, checked))
+        self._queue.append(MailFlow(transaction, checked))
         # A busy writer has already gone as far as it can: a message queued behind it changes
         # nothing for it (every reply that lets it go further pumps).
         if self._writer is None:
@@ -383,13 +359,13 @@ class ClientConnection:
             max_line_length=self.config.max_line_length, max_lines=self.config.max_reply_lines
         )
 
-    def _write(self, line: bytes, pending: _Pending, *, trace: str | None = None) -> None:
+    def _write(self, line: bytes, pending: Pending, *, trace: str | None = None) -> None:
         self._outgoing += line
         self._pending.append(pending)
         if self._trace is not None:
             self._trace_line("C", trace or _command_text(line))
 
-    def _write_commands(self, commands: deque[tuple[bytes, _Pending]], count: int) -> None:
+    def _write_commands(self, commands: deque[tuple[bytes, Pending]], count: int) -> None:
         """Write the first ``count`` planned commands of a transaction, in one buffer."""
         outgoing, pending = self._outgoing, self._pending
         for _ in range(count):
@@ -424,25 +400,9 @@ class ClientConnection:
         self._with_body_type = extensions.eightbitmime or extensions.binarymime
 
     def _check_capabilities(self, transaction: Transaction) -> None:
-        ext, body = self._extensions, transaction.body
-        # Most messages need no extension (a 7BIT body needs none): no list to build for them.
-        if transaction.smtputf8 or body or transaction.requiretls:
-            missing = [
-                name
-                for name, needed, offered in (
-                    ("SMTPUTF8", transaction.smtputf8, ext.smtputf8),
-                    ("8BITMIME", body == "8BITMIME", ext.eightbitmime),
-                    ("BINARYMIME", body == "BINARYMIME", ext.binarymime and ext.chunking),
-                    ("REQUIRETLS", transaction.requiretls, ext.requiretls and self._tls),
-                )
-                if needed and not offered
-            ]
-            if missing:
-                raise SMTPCapabilityError(f"the message needs {', '.join(missing)}, not offered")
-        if ext.size and transaction.size is not None and transaction.size > ext.size:
-            raise SMTPCapabilityError(
-                f"message of {transaction.size} bytes exceeds the server's SIZE {ext.size}"
-            )
+        error = missing_capability(transaction, self._extensions, tls=self._tls)
+        if error is not None:
+            raise error
 
     def _pump(self) -> None:
         """Write whatever the session allows now, in as few round trips as it allows."""
@@ -459,7 +419,7 @@ class ClientConnection:
             commands = message.commands
             if not commands and (not message.chunking or message.end_sent):
                 break
-            if not pipelining and self._must_abort(message):
+            if not pipelining and must_abort(message):
                 self._fail_writer(message.failure())
                 continue
             if commands:
@@ -501,14 +461,7 @@ class ClientConnection:
             commands.append((_commands.DATA, (_Awaiting.DATA, message, None)))
         self._writer = message
 
-    def _must_abort(self, message: _Message) -> bool:
-        """Without pipelining we learn of a refusal before the next command: stop there."""
-        if message.error is not None:
-            return True
-        next_is_body = not message.commands or message.commands[0][1][0] is _Awaiting.DATA
-        return next_is_body and not message.accepted
-
-    def _open_body(self, message: _Message, encoder: DataEncoder | ChunkingEncoder) -> None:
+    def _open_body(self, message: MailFlow, encoder: DataEncoder | ChunkingEncoder) -> None:
         self._encoder = encoder
         self._events.append(SendBody(transaction=message.transaction))
 
@@ -532,7 +485,7 @@ class ClientConnection:
                     self._trace_line("S", str(reply))
                 if not awaited:
                     if reply.code == 421:
-                        self._close(_response_error(reply, _Awaiting.QUIT, "service"))
+                        self._close(response_error(reply, _Awaiting.QUIT, "service"))
                         return
                     raise RemoteProtocolError(
                         f"unexpected reply with no command outstanding: {reply}"
@@ -540,33 +493,33 @@ class ClientConnection:
                 pending = awaited.popleft()
                 expect = pending[0]
                 if reply.code == 421 and expect is not _Awaiting.QUIT:
-                    error = _response_error(reply, expect, "service closing:")
+                    error = response_error(reply, expect, "service closing:")
                     self._close(error, refused=pending[1])
                     return
                 _REPLY_HANDLERS[expect](self, reply, pending)
         except RemoteProtocolError as error:
             self._close(error)
 
-    def _on_greeting(self, reply: Reply, pending: _Pending) -> None:
+    def _on_greeting(self, reply: Reply, pending: Pending) -> None:
         if reply.code != 220:
-            self._close(_response_error(reply, pending[0], "connection"))
+            self._close(response_error(reply, pending[0], "connection"))
             return
         self._events.append(Greeting(reply=reply))
         self._send_hello(State.EHLO)
 
-    def _on_ehlo(self, reply: Reply, pending: _Pending) -> None:
+    def _on_ehlo(self, reply: Reply, pending: Pending) -> None:
         if reply.code == 250:
             self._hello_done(reply, parse_ehlo(reply))
         elif reply.code >= 500 and not self.config.lmtp:
             self._send_hello(State.HELO)
         else:
-            self._close(_response_error(reply, pending[0], "greeting"))
+            self._close(response_error(reply, pending[0], "greeting"))
 
-    def _on_helo(self, reply: Reply, pending: _Pending) -> None:
+    def _on_helo(self, reply: Reply, pending: Pending) -> None:
         if reply.code == 250:
             self._hello_done(reply, Extensions())
         else:
-            self._close(_response_error(reply, pending[0], "greeting"))
+            self._close(response_error(reply, pending[0], "greeting"))
 
     def _hello_done(self, reply: Reply, extensions: Extensions) -> None:
         self._use_extensions(extensions)
@@ -585,7 +538,7 @@ class ClientConnection:
         self._events.append(Ready(extensions=self._extensions, tls=self._tls, reply=reply))
         self._pump()
 
-    def _on_starttls(self, reply: Reply, pending: _Pending) -> None:
+    def _on_starttls(self, reply: Reply, pending: Pending) -> None:
         if reply.code == 220:
             if self._parser.buffered:
                 # Anything after the 220 was sent before TLS protects it: an injection attempt.
@@ -605,7 +558,7 @@ class ClientConnection:
         else:
             self._become_ready(reply)
 
-    def _on_auth(self, reply: Reply, pending: _Pending) -> None:
+    def _on_auth(self, reply: Reply, pending: Pending) -> None:
         mechanism = self._mechanism
         assert mechanism is not None
         if reply.code == 334 and self._auth_error is None:
@@ -652,79 +605,49 @@ class ClientConnection:
             self._auth_error = error
             return _commands.AUTH_CANCEL
 
-    def _on_mail(self, reply: Reply, pending: _Pending) -> None:
-        expect, message, _ = pending
+    def _on_mail(self, reply: Reply, pending: Pending) -> None:
+        message = pending[1]
         assert message is not None
-        if reply.code >= 400 and message.error is None:  # see _on_rcpt
-            message.error = _response_error(reply, expect, "sender")
+        mail_reply(message, reply)
         # Pipelined, every envelope command is already written: such a reply releases nothing.
         if not self._pipelining:
             self._pump()
 
-    def _on_rcpt(self, reply: Reply, pending: _Pending) -> None:
-        expect, message, recipient = pending
+    def _on_rcpt(self, reply: Reply, pending: Pending) -> None:
+        _, message, recipient = pending
         assert message is not None and recipient is not None
-        # A parsed code is 200 to 599: below 400 is Reply.is_success, without a property call.
-        if reply.code < 400:
-            message.accepted.append(recipient)
-        else:
-            message.rejected[recipient] = _response_error(reply, expect, "recipient")
+        rcpt_reply(message, reply, recipient)
         if not self._pipelining:  # see _on_mail
             self._pump()
 
-    def _on_data(self, reply: Reply, pending: _Pending) -> None:
-        expect, message, _ = pending
+    def _on_data(self, reply: Reply, pending: Pending) -> None:
+        message = pending[1]
         assert message is not None
-        if reply.code != 354:
-            if message.error is None and message.accepted:
-                message.error = _response_error(reply, expect, "DATA")
+        verdict = data_reply(message, reply)
+        if verdict is DataVerdict.BODY:
+            self._open_body(message, self._data_encoder)  # the writer waits for the body
+        elif verdict is DataVerdict.EMPTY_BODY:
+            self._encoder = self._data_encoder
+            self.end_body()  # which pumps
+        else:
             self._fail_writer(message.failure())
             self._pump()
-        elif message.error is not None or not message.accepted:
-            # A server that says 354 after refusing the envelope gets an empty message (RFC
-            # 2920 section 3.1), whose reply is then ignored. end_body() pumps.
-            self._encoder = self._data_encoder
-            self.end_body()
-        else:
-            self._open_body(message, self._data_encoder)  # the writer waits for the body
 
-    def _on_bdat(self, reply: Reply, pending: _Pending) -> None:
-        expect, message, _ = pending
+    def _on_bdat(self, reply: Reply, pending: Pending) -> None:
+        message = pending[1]
         assert message is not None
-        if not reply.is_success and message.error is None and message.accepted:
-            message.error = _response_error(reply, expect, "BDAT")
+        bdat_reply(message, reply)
 
-    def _on_data_end(self, reply: Reply, pending: _Pending) -> None:
-        expect, message, _ = pending
+    def _on_data_end(self, reply: Reply, pending: Pending) -> None:
+        message = pending[1]
         assert message is not None
-        if self.config.lmtp and message.accepted and message.error is None:
-            self._on_lmtp_reply(reply, pending, message)
+        outcome = final_reply(message, reply, lmtp=self.config.lmtp)
+        if outcome is Outcome.MORE:
+            self._pending.appendleft(pending)  # the next reply answers the same data
             return
-        if reply.code < 400 and message.error is None and message.accepted:  # see _on_rcpt
-            self._report_accepted(message, reply)
+        if outcome is Outcome.ACCEPTED:
+            self._report_accepted(message)
         else:
-            if message.error is None and message.accepted:
-                message.error = _response_error(reply, expect, "message")
-            self._report_failed(message)
-        self._pump_after_outcome()
-
-    def _on_lmtp_reply(self, reply: Reply, pending: _Pending, message: _Message) -> None:
-        """LMTP answers the data once per accepted recipient, in RCPT order (RFC 2033)."""
-        recipient = message.accepted[message.lmtp_replies]
-        if reply.is_success:
-            message.lmtp_success = reply
-        else:
-            message.rejected[recipient] = _response_error(reply, pending[0], "delivery")
-        message.lmtp_replies += 1
-        if message.lmtp_replies < len(message.accepted):
-            self._pending.appendleft(pending)
-            return
-        delivered = tuple(r for r in message.accepted if r not in message.rejected)
-        message.accepted = list(delivered)
-        if delivered:
-            self._report_accepted(message, message.lmtp_success or reply)
-        else:
-            message.error = message.rejected[recipient]
             self._report_failed(message)
         self._pump_after_outcome()
 
@@ -733,7 +656,9 @@ class ClientConnection:
         if self._writer is None or not self._pipelining:
             self._pump()
 
-    def _report_accepted(self, message: _Message, reply: Reply) -> None:
+    def _report_accepted(self, message: MailFlow) -> None:
+        reply = message.success
+        assert reply is not None
         if self._writer is message:
             self._writer = None
         # The transaction is over: its dict of refusals is handed over, not copied.
@@ -746,7 +671,7 @@ class ClientConnection:
             )
         )
 
-    def _report_failed(self, message: _Message) -> None:
+    def _report_failed(self, message: MailFlow) -> None:
         if self._writer is message:
             self._fail_writer(message.failure())  # BDAT: the server may hold state; RSET
         else:
@@ -754,17 +679,17 @@ class ClientConnection:
                 MessageFailed(transaction=message.transaction, error=message.failure())
             )
 
-    def _on_rset(self, reply: Reply, pending: _Pending) -> None:
+    def _on_rset(self, reply: Reply, pending: Pending) -> None:
         if not reply.is_success:
             raise RemoteProtocolError(f"RSET refused: {reply}")
         self._pump()  # without pipelining, the next transaction's MAIL waited for this reply
 
-    def _on_quit(self, reply: Reply, pending: _Pending) -> None:
+    def _on_quit(self, reply: Reply, pending: Pending) -> None:
         self._close(None)
 
     # -- the end --------------------------------------------------------------------------------
 
-    def _close(self, error: SMTPError | None, *, refused: _Message | None = None) -> None:
+    def _close(self, error: SMTPError | None, *, refused: MailFlow | None = None) -> None:
         """End the session once, telling the driver which transactions may be sent again."""
         if self._state is State.CLOSED:
             return
@@ -797,7 +722,7 @@ class ClientConnection:
             raise LocalProtocolError(f"{operation}() is not allowed in state {self._state.name}")
 
 
-_ReplyHandler = Callable[[ClientConnection, Reply, _Pending], None]
+_ReplyHandler = Callable[[ClientConnection, Reply, Pending], None]
 
 _REPLY_HANDLERS: dict[_Awaiting, _ReplyHandler] = {
     _Awaiting.GREETING: ClientConnection._on_greeting,
