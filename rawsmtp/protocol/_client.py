@@ -52,7 +52,6 @@ from .._errors import (
     LocalProtocolError,
     RemoteProtocolError,
     SMTPAuthenticationError,
-    SMTPCapabilityError,
     SMTPDisconnectedError,
     SMTPError,
     SMTPResponseError,
@@ -108,8 +107,9 @@ class ClientConfig:
     ``starttls``: ``"opportunistic"`` upgrades when offered, ``"required"`` closes the session
     with :class:`SMTPTLSError` when it is not, ``"never"`` does not try. ``tls_active`` says the
     link is already encrypted (implicit TLS). ``use_chunking`` sends messages with BDAT when the
-    server offers CHUNKING. Timeouts are seconds of silence allowed while a reply is awaited
-    (``data_timeout`` for the final reply to a message); None disables one.
+    server offers CHUNKING. Timeouts are the seconds each reply may take to arrive complete,
+    counted from when it became awaited, not from its last byte (``greeting_timeout`` from the
+    start, ``data_timeout`` for the final reply to a message); None disables one.
     """
 
     local_hostname: str
@@ -162,8 +162,15 @@ class ClientConnection:
         self._auth_error: SMTPAuthenticationError | None = None
         self._initial_response_due: bytes | None = None
         self._quit_requested = False
-        self._activity = now
-        # Seconds of silence allowed while each kind of reply is awaited (None: no limit).
+        # When the reply at the head of _pending became awaited; None while none is (or no
+        # clock was given). Only a complete reply moves it, so a dribbling server cannot.
+        self._awaited_since = now
+        self._unsent = 0  # entries at the tail of _pending whose command is not handed out yet
+        self._now = now  # the latest time a driver passed in
+        # Capability failures found inside send_mail(), reported from the next receive_data()
+        # or handle_timer() (get_timer() is due at once meanwhile), never from inside the call.
+        self._refused_early: list[MessageFailed] = []
+        # Seconds each kind of reply may take to arrive complete (None: no limit).
         self._timeouts: dict[_Awaiting, float | None] = {
             **dict.fromkeys(_Awaiting, config.command_timeout),
             _Awaiting.GREETING: config.greeting_timeout,
@@ -205,7 +212,11 @@ class ClientConnection:
         if self._state is State.CLOSED:
             return
         if now is not None:
-            self._activity = now
+            self._now = now
+            if self._awaited_since is None and len(self._pending) > self._unsent:
+                self._awaited_since = now  # no clock was given before
+        if self._refused_early:
+            self._report_refused_early()
         if not data:
             error = (
                 None
@@ -218,7 +229,7 @@ class ClientConnection:
             self._close(RemoteProtocolError("unencrypted data received during TLS handshake"))
             return
         self._parser.feed(data)
-        self._on_received()
+        self._on_received(now)
 
     def next_event(self) -> Event | NeedData:
         return self._events.popleft() if self._events else NEED_DATA
@@ -228,7 +239,10 @@ class ClientConnection:
         if not self._outgoing:
             return b""
         if now is not None:
-            self._activity = now
+            self._now = now
+            if self._awaited_since is None and self._pending:  # the head goes out: its clock
+                self._awaited_since = now
+        self._unsent = 0
         data = bytes(self._outgoing)
         self._outgoing.clear()
         return data
@@ -244,36 +258,53 @@ class ClientConnection:
         return lines
 
     def get_timer(self) -> float | None:
-        """When :meth:`handle_timer` must be called, or None while no reply is awaited."""
-        if not self._pending or self._activity is None or self._state is State.CLOSED:
+        """When :meth:`handle_timer` must be called, or None while nothing is due.
+
+        The awaited reply must be complete by then: its timeout counts from when it became
+        awaited (its command handed out, or the reply before it complete), whatever trickles
+        in meanwhile (RFC 5321 section 4.5.3.2 sets the timeouts per reply).
+        """
+        if self._refused_early:
+            return self._now if self._now is not None else 0.0  # due at once
+        since = self._awaited_since
+        if since is None or not self._pending or self._state is State.CLOSED:
             return None
         timeout = self._timeouts[self._pending[0][0]]
-        return None if timeout is None else self._activity + timeout
+        return None if timeout is None else since + timeout
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
+        if self._refused_early:
+            self._report_refused_early()
+            return
         deadline = self.get_timer()
         if deadline is not None and now >= deadline:
-            expect = self._pending[0][0]
-            phase = {_Awaiting.GREETING: "greeting", _Awaiting.DATA_END: "data"}.get(
-                expect, "command"
-            )
+            awaiting = self._pending[0][0]
+            phase = _TIMEOUT_PHASES.get(awaiting, "command")
             self._close(
                 SMTPTimeoutError(
-                    f"no reply to {expect.value} within the {phase} timeout",
+                    f"no complete reply to {awaiting.value} within the {phase} timeout",
                     phase=phase,
-                    command=expect.value,
+                    command=awaiting.value,
                 )
             )
 
     def send_mail(self, transaction: Transaction) -> None:
         """Queue a transaction; its commands go out as soon as the session allows.
 
-        Raises :class:`SMTPCapabilityError` at once (nothing written) when the server is known
-        not to offer what the message needs.
+        When the server is known not to offer what the message needs, nothing is written and
+        :class:`MessageFailed` with an :class:`SMTPCapabilityError` follows: not from this call
+        but from the next :meth:`receive_data` or :meth:`handle_timer`, which
+        :meth:`get_timer` says is due at once. A driver that assigns work in a pass over its
+        connections thus learns of the free connection after that pass, not inside it (where
+        the failure would go unnoticed until some other event).
         """
         checked = self._state is State.READY
         if checked:  # the capabilities are final: check once, here
-            self._check_capabilities(transaction)
+            error = missing_capability(transaction, self._extensions, tls=self._tls)
+            if error is not None:
+                self._refused_early.append(MessageFailed(transaction=transaction, error=error))
+                return
         else:  # READY allows it, so only the other states need the table
             self._require("send_mail")
         self._queue.append(MailFlow(transaction, checked))
@@ -290,6 +321,7 @@ class ClientConnection:
         data = encoder.encode(chunk)
         if data and isinstance(encoder, ChunkingEncoder):
             self._pending.append((_Awaiting.BDAT, self._writer, None))
+            self._unsent += 1
         self._outgoing += data
 
     def end_body(self) -> None:
@@ -302,6 +334,7 @@ class ClientConnection:
         self._encoder = None
         message.end_sent = True
         self._pending.append((_Awaiting.DATA_END, message, None))
+        self._unsent += 1
         if self._trace is not None:
             self._trace_line("C", "<message data>")
         if not message.chunking:
@@ -362,12 +395,14 @@ class ClientConnection:
     def _write(self, line: bytes, pending: Pending, *, trace: str | None = None) -> None:
         self._outgoing += line
         self._pending.append(pending)
+        self._unsent += 1
         if self._trace is not None:
             self._trace_line("C", trace or _command_text(line))
 
     def _write_commands(self, commands: deque[tuple[bytes, Pending]], count: int) -> None:
         """Write the first ``count`` planned commands of a transaction, in one buffer."""
         outgoing, pending = self._outgoing, self._pending
+        self._unsent += count
         for _ in range(count):
             line, awaited = commands.popleft()
             outgoing += line
@@ -399,10 +434,10 @@ class ClientConnection:
         self._with_size = extensions.size is not None
         self._with_body_type = extensions.eightbitmime or extensions.binarymime
 
-    def _check_capabilities(self, transaction: Transaction) -> None:
-        error = missing_capability(transaction, self._extensions, tls=self._tls)
-        if error is not None:
-            raise error
+    def _report_refused_early(self) -> None:
+        self._events.extend(self._refused_early)
+        self._refused_early.clear()
+        self._pump()  # a QUIT requested meanwhile may go now
 
     def _pump(self) -> None:
         """Write whatever the session allows now, in as few round trips as it allows."""
@@ -442,9 +477,8 @@ class ClientConnection:
         message = self._queue.popleft()
         transaction = message.transaction
         if not message.checked:
-            try:
-                self._check_capabilities(transaction)
-            except SMTPCapabilityError as error:
+            error = missing_capability(transaction, self._extensions, tls=self._tls)
+            if error is not None:
                 # Queued before EHLO told us what the server offers: refuse it, no byte sent.
                 self._events.append(MessageFailed(transaction=transaction, error=error))
                 return
@@ -475,10 +509,11 @@ class ClientConnection:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def _on_received(self) -> None:
+    def _on_received(self, now: float | None) -> None:
         """Act on each complete reply received, until there are no more or the session ends."""
         parser = self._parser  # replaced by start_tls_done() only, never while replies are read
         awaited = self._pending
+        completed = False
         try:
             while self._state is not State.CLOSED and (reply := parser.next_reply()) is not None:
                 if self._trace is not None:
@@ -491,6 +526,7 @@ class ClientConnection:
                         f"unexpected reply with no command outstanding: {reply}"
                     )
                 pending = awaited.popleft()
+                completed = True
                 expect = pending[0]
                 if reply.code == 421 and expect is not _Awaiting.QUIT:
                     error = response_error(reply, expect, "service closing:")
@@ -499,6 +535,10 @@ class ClientConnection:
                 _REPLY_HANDLERS[expect](self, reply, pending)
         except RemoteProtocolError as error:
             self._close(error)
+            return
+        if completed:
+            # The next reply's clock starts now if its command is out, else when it goes out.
+            self._awaited_since = now if len(awaited) > self._unsent else None
 
     def _on_greeting(self, reply: Reply, pending: Pending) -> None:
         if reply.code != 220:
@@ -705,6 +745,8 @@ class ClientConnection:
             seen.add(id(message))
             target = unconfirmed if message.end_sent and message is not refused else unsent
             target.append(message.transaction)
+        self._events.extend(self._refused_early)  # these were never sent: no retry
+        self._refused_early.clear()
         self._pending.clear()
         self._queue.clear()
         self._writer = self._encoder = None
@@ -721,6 +763,8 @@ class ClientConnection:
         if self._state not in _ALLOWED[operation]:
             raise LocalProtocolError(f"{operation}() is not allowed in state {self._state.name}")
 
+
+_TIMEOUT_PHASES = {_Awaiting.GREETING: "greeting", _Awaiting.DATA_END: "data"}
 
 _ReplyHandler = Callable[[ClientConnection, Reply, Pending], None]
 
