@@ -89,7 +89,13 @@ from ._mailflow import (
     rcpt_reply,
     response_error,
 )
-from ._replies import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_REPLY_LINES, Reply, ReplyParser
+from ._replies import (
+    DEFAULT_MAX_LINE_LENGTH,
+    DEFAULT_MAX_REPLY_LINES,
+    Reply,
+    ReplyParser,
+    reply_fields,
+)
 from ._sasl import SASLMechanism
 from ._state import _ALLOWED, State, _Awaiting, _check_transition
 from ._transaction import Transaction
@@ -218,18 +224,32 @@ class ClientConnection:
         if self._refused_early:
             self._report_refused_early()
         if not data:
-            error = (
-                None
-                if self._state is State.QUIT
-                else SMTPDisconnectedError("the server closed the connection unexpectedly")
-            )
-            self._close(error)
+            self._on_server_closed()
             return
         if self._state is State.TLS_HANDSHAKE:
             self._close(RemoteProtocolError("unencrypted data received during TLS handshake"))
             return
         self._parser.feed(data)
         self._on_received(now)
+
+    def _on_server_closed(self) -> None:
+        if self._state is State.QUIT:
+            self._close(None)
+            return
+        last = self._parser.last_words()  # "421 Bye" and FIN, no CR LF: keep what it said
+        if last is None:
+            self._close(SMTPDisconnectedError("the server closed the connection unexpectedly"))
+        elif last.code == 421 and self._pending:  # as good as a complete 421
+            awaiting, refused, _ = self._pending[0]
+            self._close(response_error(last, awaiting, "service closing:"), refused=refused)
+        else:
+            self._close(
+                SMTPDisconnectedError(
+                    f"the server closed the connection after: {last}",
+                    command=self._pending[0][0].value if self._pending else None,
+                    **reply_fields(last),
+                )
+            )
 
     def next_event(self) -> Event | NeedData:
         return self._events.popleft() if self._events else NEED_DATA
@@ -588,11 +608,7 @@ class ClientConnection:
         elif self.config.starttls == "required":
             self._close(
                 SMTPTLSError(
-                    f"STARTTLS refused: {reply}",
-                    code=reply.code,
-                    response=reply.text,
-                    enhanced_code=reply.enhanced_code,
-                    command="STARTTLS",
+                    f"STARTTLS refused: {reply}", command="STARTTLS", **reply_fields(reply)
                 )
             )
         else:
@@ -623,10 +639,8 @@ class ClientConnection:
         if error is None:
             error = SMTPAuthenticationError(
                 f"authentication failed: {reply}",
-                code=reply.code,
-                response=reply.text,
-                enhanced_code=reply.enhanced_code,
                 detail=mechanism.failure_detail,
+                **reply_fields(reply),
             )
         self._events.append(AuthenticationFailed(error=error))
         self._pump()

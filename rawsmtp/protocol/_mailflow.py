@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .._errors import SMTPCapabilityError, SMTPRecipientsRefusedError, SMTPResponseError
 from ._extensions import Extensions
-from ._replies import Reply
+from ._replies import Reply, reply_fields
 from ._state import _Awaiting
 from ._transaction import Transaction
 
@@ -82,11 +82,7 @@ class Outcome(enum.Enum):
 
 def response_error(reply: Reply, awaiting: _Awaiting, what: str) -> SMTPResponseError:
     return SMTPResponseError(
-        f"{what} refused: {reply}",
-        code=reply.code,
-        enhanced_code=reply.enhanced_code,
-        response=reply.text,
-        command=awaiting.value,
+        f"{what} refused: {reply}", command=awaiting.value, **reply_fields(reply)
     )
 
 

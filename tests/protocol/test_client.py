@@ -729,3 +729,49 @@ def test_transactions_in_progress_counts_until_each_outcome_is_reported() -> Non
     assert session.client.transactions_in_progress == 1
     session.server(b"250 ok\r\n550 no\r\n554 no valid recipients\r\n")
     assert session.client.transactions_in_progress == 0
+
+
+def test_stray_empty_lines_before_the_greeting_and_after_ehlo_are_skipped() -> None:
+    session = Session()
+    [greeting] = session.server(b"\r\n220 mx.test\r\n")
+    assert isinstance(greeting, Greeting)
+    session.sent()
+    [ready] = session.server(b"250-mx.test\r\n250 PIPELINING\r\n\r\n")
+    assert isinstance(ready, Ready) and ready.extensions.pipelining
+
+
+def test_last_words_before_the_server_closes_mid_line_are_kept() -> None:
+    session = Session()
+    session.ready()
+    message = tx()
+    session.client.send_mail(message)
+    session.sent()
+    session.server("421 4.3.2 Прощай".encode())
+    [closed] = session.server(b"")
+    assert isinstance(closed, ConnectionClosed) and isinstance(closed.error, SMTPResponseError)
+    assert closed.error.code == 421 and closed.error.enhanced_code == "4.3.2"
+    assert closed.error.response == "4.3.2 Прощай"
+    assert closed.error.response_bytes == "4.3.2 Прощай".encode()
+    assert closed.unsent == (message,)  # refused, like a complete 421
+
+
+def test_a_cut_reply_of_another_code_is_kept_on_the_disconnection_error() -> None:
+    session = Session()
+    session.server(b"220 hi\r\n")
+    session.server(b"554-5.7.1 go away\r\n554 and st")
+    [closed] = session.server(b"")
+    assert isinstance(closed.error, SMTPDisconnectedError)
+    assert closed.error.code == 554 and closed.error.command == "EHLO"
+    assert closed.error.response == "5.7.1 go away\nand st"
+
+
+def test_errors_keep_the_reply_bytes_and_decode_them_losslessly() -> None:
+    session = Session()
+    session.ready()
+    message = tx()
+    session.client.send_mail(message)
+    session.sent()
+    [failed] = session.server(b"550 5.1.0 caf\xe9 refus\xe9\r\n550 no\r\n554 no\r\n")
+    assert isinstance(failed, MessageFailed) and isinstance(failed.error, SMTPResponseError)
+    assert failed.error.response_bytes == b"5.1.0 caf\xe9 refus\xe9"
+    assert failed.error.response == "5.1.0 café refusé"  # Latin-1, as it is not UTF-8
