@@ -46,7 +46,7 @@ import binascii
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Generic, Literal
 
 from .._errors import (
     LocalProtocolError,
@@ -98,7 +98,7 @@ from ._replies import (
 )
 from ._sasl import SASLMechanism
 from ._state import _ALLOWED, State, _Awaiting, _check_transition
-from ._transaction import Transaction
+from ._transaction import TagT, Transaction
 
 __all__ = ["ClientConfig", "ClientConnection", "State"]
 
@@ -142,13 +142,16 @@ def _command_text(line: bytes) -> str:
     return line.decode("utf-8", "replace").rstrip("\r\n")
 
 
-class ClientConnection:
+class ClientConnection(Generic[TagT]):
     """One SMTP client session, without I/O.
 
     Feed received bytes to :meth:`receive_data` (``b""`` when the server closed), take events
     from :meth:`next_event` until it returns :data:`NEED_DATA`, and write what
     :meth:`data_to_send` returns. Pass ``now`` (any monotonic clock, in seconds) to those calls
     to have :meth:`get_timer` say when :meth:`handle_timer` must be called.
+
+    ``ClientConnection[Job]`` takes ``Transaction[Job]`` and reports events whose
+    ``transaction.tag`` is a ``Job``; a bare ``ClientConnection`` is ``ClientConnection[object]``.
     """
 
     def __init__(self, config: ClientConfig, *, now: float | None = None) -> None:
@@ -157,10 +160,10 @@ class ClientConnection:
         self._tls = config.tls_active
         self._parser = self._new_parser()
         self._outgoing = bytearray()
-        self._events: deque[Event] = deque()
-        self._pending: deque[Pending] = deque([(_Awaiting.GREETING, None, None)])
-        self._queue: deque[MailFlow] = deque()
-        self._writer: MailFlow | None = None  # the transaction whose commands/body go out now
+        self._events: deque[Event[TagT]] = deque()
+        self._pending: deque[Pending[TagT]] = deque([(_Awaiting.GREETING, None, None)])
+        self._queue: deque[MailFlow[TagT]] = deque()
+        self._writer: MailFlow[TagT] | None = None  # whose commands or body go out now
         self._encoder: DataEncoder | ChunkingEncoder | None = None  # set while the body may go
         self._data_encoder = DataEncoder()  # every DATA message's, as it is reset by end()
         self._use_extensions(Extensions())
@@ -175,7 +178,7 @@ class ClientConnection:
         self._now = now  # the latest time a driver passed in
         # Capability failures found inside send_mail(), reported from the next receive_data()
         # or handle_timer() (get_timer() is due at once meanwhile), never from inside the call.
-        self._refused_early: list[MessageFailed] = []
+        self._refused_early: list[MessageFailed[TagT]] = []
         # Seconds each kind of reply may take to arrive complete (None: no limit).
         self._timeouts: dict[_Awaiting, float | None] = {
             **dict.fromkeys(_Awaiting, config.command_timeout),
@@ -251,7 +254,7 @@ class ClientConnection:
                 )
             )
 
-    def next_event(self) -> Event | NeedData:
+    def next_event(self) -> Event[TagT] | NeedData:
         return self._events.popleft() if self._events else NEED_DATA
 
     def data_to_send(self, now: float | None = None) -> bytes:
@@ -309,7 +312,7 @@ class ClientConnection:
                 )
             )
 
-    def send_mail(self, transaction: Transaction) -> None:
+    def send_mail(self, transaction: Transaction[TagT]) -> None:
         """Queue a transaction; its commands go out as soon as the session allows.
 
         When the server is known not to offer what the message needs, nothing is written and
@@ -412,14 +415,14 @@ class ClientConnection:
             max_line_length=self.config.max_line_length, max_lines=self.config.max_reply_lines
         )
 
-    def _write(self, line: bytes, pending: Pending, *, trace: str | None = None) -> None:
+    def _write(self, line: bytes, pending: Pending[TagT], *, trace: str | None = None) -> None:
         self._outgoing += line
         self._pending.append(pending)
         self._unsent += 1
         if self._trace is not None:
             self._trace_line("C", trace or _command_text(line))
 
-    def _write_commands(self, commands: deque[tuple[bytes, Pending]], count: int) -> None:
+    def _write_commands(self, commands: deque[tuple[bytes, Pending[TagT]]], count: int) -> None:
         """Write the first ``count`` planned commands of a transaction, in one buffer."""
         outgoing, pending = self._outgoing, self._pending
         self._unsent += count
@@ -515,7 +518,7 @@ class ClientConnection:
             commands.append((_commands.DATA, (_Awaiting.DATA, message, None)))
         self._writer = message
 
-    def _open_body(self, message: MailFlow, encoder: DataEncoder | ChunkingEncoder) -> None:
+    def _open_body(self, message: MailFlow[TagT], encoder: DataEncoder | ChunkingEncoder) -> None:
         self._encoder = encoder
         self._events.append(SendBody(transaction=message.transaction))
 
@@ -560,14 +563,14 @@ class ClientConnection:
             # The next reply's clock starts now if its command is out, else when it goes out.
             self._awaited_since = now if len(awaited) > self._unsent else None
 
-    def _on_greeting(self, reply: Reply, pending: Pending) -> None:
+    def _on_greeting(self, reply: Reply, pending: Pending[TagT]) -> None:
         if reply.code != 220:
             self._close(response_error(reply, pending[0], "connection"))
             return
         self._events.append(Greeting(reply=reply))
         self._send_hello(State.EHLO)
 
-    def _on_ehlo(self, reply: Reply, pending: Pending) -> None:
+    def _on_ehlo(self, reply: Reply, pending: Pending[TagT]) -> None:
         if reply.code == 250:
             self._hello_done(reply, parse_ehlo(reply))
         elif reply.code >= 500 and not self.config.lmtp:
@@ -575,7 +578,7 @@ class ClientConnection:
         else:
             self._close(response_error(reply, pending[0], "greeting"))
 
-    def _on_helo(self, reply: Reply, pending: Pending) -> None:
+    def _on_helo(self, reply: Reply, pending: Pending[TagT]) -> None:
         if reply.code == 250:
             self._hello_done(reply, Extensions())
         else:
@@ -598,7 +601,7 @@ class ClientConnection:
         self._events.append(Ready(extensions=self._extensions, tls=self._tls, reply=reply))
         self._pump()
 
-    def _on_starttls(self, reply: Reply, pending: Pending) -> None:
+    def _on_starttls(self, reply: Reply, pending: Pending[TagT]) -> None:
         if reply.code == 220:
             if self._parser.buffered:
                 # Anything after the 220 was sent before TLS protects it: an injection attempt.
@@ -614,7 +617,7 @@ class ClientConnection:
         else:
             self._become_ready(reply)
 
-    def _on_auth(self, reply: Reply, pending: Pending) -> None:
+    def _on_auth(self, reply: Reply, pending: Pending[TagT]) -> None:
         mechanism = self._mechanism
         assert mechanism is not None
         if reply.code == 334 and self._auth_error is None:
@@ -659,7 +662,7 @@ class ClientConnection:
             self._auth_error = error
             return _commands.AUTH_CANCEL
 
-    def _on_mail(self, reply: Reply, pending: Pending) -> None:
+    def _on_mail(self, reply: Reply, pending: Pending[TagT]) -> None:
         message = pending[1]
         assert message is not None
         mail_reply(message, reply)
@@ -667,14 +670,14 @@ class ClientConnection:
         if not self._pipelining:
             self._pump()
 
-    def _on_rcpt(self, reply: Reply, pending: Pending) -> None:
+    def _on_rcpt(self, reply: Reply, pending: Pending[TagT]) -> None:
         _, message, recipient = pending
         assert message is not None and recipient is not None
         rcpt_reply(message, reply, recipient)
         if not self._pipelining:  # see _on_mail
             self._pump()
 
-    def _on_data(self, reply: Reply, pending: Pending) -> None:
+    def _on_data(self, reply: Reply, pending: Pending[TagT]) -> None:
         message = pending[1]
         assert message is not None
         verdict = data_reply(message, reply)
@@ -687,12 +690,12 @@ class ClientConnection:
             self._fail_writer(message.failure())
             self._pump()
 
-    def _on_bdat(self, reply: Reply, pending: Pending) -> None:
+    def _on_bdat(self, reply: Reply, pending: Pending[TagT]) -> None:
         message = pending[1]
         assert message is not None
         bdat_reply(message, reply)
 
-    def _on_data_end(self, reply: Reply, pending: Pending) -> None:
+    def _on_data_end(self, reply: Reply, pending: Pending[TagT]) -> None:
         message = pending[1]
         assert message is not None
         outcome = final_reply(message, reply, lmtp=self.config.lmtp)
@@ -710,7 +713,7 @@ class ClientConnection:
         if self._writer is None or not self._pipelining:
             self._pump()
 
-    def _report_accepted(self, message: MailFlow) -> None:
+    def _report_accepted(self, message: MailFlow[TagT]) -> None:
         reply = message.success
         assert reply is not None
         if self._writer is message:
@@ -725,7 +728,7 @@ class ClientConnection:
             )
         )
 
-    def _report_failed(self, message: MailFlow) -> None:
+    def _report_failed(self, message: MailFlow[TagT]) -> None:
         if self._writer is message:
             self._fail_writer(message.failure())  # BDAT: the server may hold state; RSET
         else:
@@ -733,23 +736,23 @@ class ClientConnection:
                 MessageFailed(transaction=message.transaction, error=message.failure())
             )
 
-    def _on_rset(self, reply: Reply, pending: Pending) -> None:
+    def _on_rset(self, reply: Reply, pending: Pending[TagT]) -> None:
         if not reply.is_success:
             raise RemoteProtocolError(f"RSET refused: {reply}")
         self._pump()  # without pipelining, the next transaction's MAIL waited for this reply
 
-    def _on_quit(self, reply: Reply, pending: Pending) -> None:
+    def _on_quit(self, reply: Reply, pending: Pending[TagT]) -> None:
         self._close(None)
 
     # -- the end --------------------------------------------------------------------------------
 
-    def _close(self, error: SMTPError | None, *, refused: MailFlow | None = None) -> None:
+    def _close(self, error: SMTPError | None, *, refused: MailFlow[TagT] | None = None) -> None:
         """End the session once, telling the driver which transactions may be sent again."""
         if self._state is State.CLOSED:
             return
         self._enter(State.CLOSED)
-        unsent: list[Transaction] = []
-        unconfirmed: list[Transaction] = []
+        unsent: list[Transaction[TagT]] = []
+        unconfirmed: list[Transaction[TagT]] = []
         seen: set[int] = set()
         candidates = [refused, self._writer, *(message for _, message, _ in self._pending)]
         candidates += self._queue
@@ -780,7 +783,7 @@ class ClientConnection:
 
 _TIMEOUT_PHASES = {_Awaiting.GREETING: "greeting", _Awaiting.DATA_END: "data"}
 
-_ReplyHandler = Callable[[ClientConnection, Reply, Pending], None]
+_ReplyHandler = Callable[[ClientConnection[Any], Reply, Pending[Any]], None]
 
 _REPLY_HANDLERS: dict[_Awaiting, _ReplyHandler] = {
     _Awaiting.GREETING: ClientConnection._on_greeting,

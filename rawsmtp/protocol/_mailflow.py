@@ -14,12 +14,13 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Generic, TypeAlias
 
 from .._errors import SMTPCapabilityError, SMTPRecipientsRefusedError, SMTPResponseError
 from ._extensions import Extensions
 from ._replies import Reply, reply_fields
 from ._state import _Awaiting
-from ._transaction import Transaction
+from ._transaction import TagT, Transaction
 
 __all__ = [
     "DataVerdict",
@@ -38,13 +39,13 @@ __all__ = [
 
 
 @dataclass(slots=True, eq=False)
-class MailFlow:
+class MailFlow(Generic[TagT]):
     """The client's bookkeeping for one transaction."""
 
-    transaction: Transaction
+    transaction: Transaction[TagT]
     checked: bool  # capabilities already checked against the final EHLO
     # What to write, each command with what its reply answers; planned when the writing begins.
-    commands: deque[tuple[bytes, Pending]] = field(default_factory=deque)
+    commands: deque[tuple[bytes, Pending[TagT]]] = field(default_factory=deque)
     chunking: bool = False
     accepted: list[str] = field(default_factory=list)
     rejected: dict[str, SMTPResponseError] = field(default_factory=dict)
@@ -61,7 +62,7 @@ class MailFlow:
 
 # An awaited reply: what it answers, and the transaction and recipient it concerns. A plain
 # tuple, because several are made for every message and a tuple costs no Python-level call.
-Pending = tuple[_Awaiting, MailFlow | None, str | None]
+Pending: TypeAlias = tuple[_Awaiting, MailFlow[TagT] | None, str | None]
 
 
 class DataVerdict(enum.Enum):
@@ -86,13 +87,13 @@ def response_error(reply: Reply, awaiting: _Awaiting, what: str) -> SMTPResponse
     )
 
 
-def mail_reply(flow: MailFlow, reply: Reply) -> None:
+def mail_reply(flow: MailFlow[TagT], reply: Reply) -> None:
     # Only the first refusal counts: later replies to a doomed transaction explain nothing.
     if reply.code >= 400 and flow.error is None:
         flow.error = response_error(reply, _Awaiting.MAIL, "sender")
 
 
-def rcpt_reply(flow: MailFlow, reply: Reply, recipient: str) -> None:
+def rcpt_reply(flow: MailFlow[TagT], reply: Reply, recipient: str) -> None:
     # A parsed code is 200 to 599: below 400 is Reply.is_success, without a property call.
     if reply.code < 400:
         flow.accepted.append(recipient)
@@ -100,7 +101,7 @@ def rcpt_reply(flow: MailFlow, reply: Reply, recipient: str) -> None:
         flow.rejected[recipient] = response_error(reply, _Awaiting.RCPT, "recipient")
 
 
-def data_reply(flow: MailFlow, reply: Reply) -> DataVerdict:
+def data_reply(flow: MailFlow[TagT], reply: Reply) -> DataVerdict:
     if reply.code != 354:
         if flow.error is None and flow.accepted:
             flow.error = response_error(reply, _Awaiting.DATA, "DATA")
@@ -110,12 +111,12 @@ def data_reply(flow: MailFlow, reply: Reply) -> DataVerdict:
     return DataVerdict.BODY
 
 
-def bdat_reply(flow: MailFlow, reply: Reply) -> None:
+def bdat_reply(flow: MailFlow[TagT], reply: Reply) -> None:
     if reply.code >= 400 and flow.error is None and flow.accepted:
         flow.error = response_error(reply, _Awaiting.BDAT, "BDAT")
 
 
-def final_reply(flow: MailFlow, reply: Reply, *, lmtp: bool) -> Outcome:
+def final_reply(flow: MailFlow[TagT], reply: Reply, *, lmtp: bool) -> Outcome:
     """The reply to the dot (or the last BDAT); LMTP sends one per accepted recipient."""
     if lmtp and flow.accepted and flow.error is None:
         return _lmtp_reply(flow, reply)
@@ -127,7 +128,7 @@ def final_reply(flow: MailFlow, reply: Reply, *, lmtp: bool) -> Outcome:
     return Outcome.FAILED
 
 
-def _lmtp_reply(flow: MailFlow, reply: Reply) -> Outcome:
+def _lmtp_reply(flow: MailFlow[TagT], reply: Reply) -> Outcome:
     """LMTP answers the data once per accepted recipient, in RCPT order (RFC 2033)."""
     recipient = flow.accepted[flow.lmtp_replies]
     if reply.code < 400:
@@ -144,7 +145,7 @@ def _lmtp_reply(flow: MailFlow, reply: Reply) -> Outcome:
     return Outcome.FAILED
 
 
-def must_abort(flow: MailFlow) -> bool:
+def must_abort(flow: MailFlow[TagT]) -> bool:
     """Without pipelining a refusal is known before the next command: stop there?"""
     if flow.error is not None:
         return True
@@ -153,7 +154,7 @@ def must_abort(flow: MailFlow) -> bool:
 
 
 def missing_capability(
-    transaction: Transaction, extensions: Extensions, *, tls: bool
+    transaction: Transaction[TagT], extensions: Extensions, *, tls: bool
 ) -> SMTPCapabilityError | None:
     """Why this server cannot take this transaction, or None when it can."""
     body = transaction.body
