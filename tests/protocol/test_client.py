@@ -775,3 +775,23 @@ def test_errors_keep_the_reply_bytes_and_decode_them_losslessly() -> None:
     assert isinstance(failed, MessageFailed) and isinstance(failed.error, SMTPResponseError)
     assert failed.error.response_bytes == b"5.1.0 caf\xe9 refus\xe9"
     assert failed.error.response == "5.1.0 café refusé"  # Latin-1, as it is not UTF-8
+
+
+def test_repr_shows_state_and_traffic() -> None:
+    session = Session()
+    assert repr(session.client) == "<ClientConnection state=GREETING pending=1 queued=0>"
+    session.ready(b"250 mx.test\r\n")  # no PIPELINING
+    session.client.send_mail(tx())
+    session.client.send_mail(tx())
+    assert repr(session.client) == "<ClientConnection state=READY pending=1 queued=1>"
+
+
+def test_every_state_change_is_checked_against_the_table() -> None:
+    from rawsmtp.protocol._state import _TRANSITIONS
+
+    assert set(_TRANSITIONS) == set(State)
+    assert all(State.CLOSED in targets for state, targets in _TRANSITIONS.items() if targets)
+    session = Session()
+    with pytest.raises(AssertionError, match="no transition from GREETING to READY"):
+        session.client._enter(State.READY)  # a core bug, not a caller's mistake
+    assert session.client.state is State.GREETING
