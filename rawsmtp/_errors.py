@@ -35,6 +35,8 @@ class SMTPError(Exception):
 
     ``code`` (int), ``enhanced_code`` (e.g. ``"5.1.1"``), ``response`` (the server's text) and
     ``command`` (the verb the reply answered, e.g. ``"RCPT"``) are set where they are known.
+    ``response_bytes`` is that text as received (lines joined by ``b"\\n"``); ``response`` is
+    its UTF-8 decoding, or its Latin-1 decoding when it is not UTF-8, so no byte is lost.
     """
 
     def __init__(
@@ -45,12 +47,14 @@ class SMTPError(Exception):
         enhanced_code: str | None = None,
         response: str | None = None,
         command: str | None = None,
+        response_bytes: bytes | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.enhanced_code = enhanced_code
         self.response = response
+        self.response_bytes = response_bytes
         self.command = command
 
     def __str__(self) -> str:
@@ -111,9 +115,15 @@ class SMTPAuthenticationError(SMTPResponseError):
         enhanced_code: str | None = None,
         response: str | None = None,
         command: str | None = "AUTH",
+        response_bytes: bytes | None = None,
     ) -> None:
         super().__init__(
-            message, code=code, enhanced_code=enhanced_code, response=response, command=command
+            message,
+            code=code,
+            enhanced_code=enhanced_code,
+            response=response,
+            command=command,
+            response_bytes=response_bytes,
         )
         self.detail = detail
 
@@ -131,6 +141,7 @@ class SMTPRecipientsRefusedError(SMTPResponseError):
             code=last.code if last else None,
             enhanced_code=last.enhanced_code if last else None,
             response=last.response if last else None,
+            response_bytes=last.response_bytes if last else None,
             command="RCPT",
         )
         self.rejected = rejected

@@ -1,33 +1,59 @@
 """The client session state machine: :class:`ClientConnection`.
 
 It owns the order of an SMTP session (greeting, EHLO or LHLO with HELO fallback, STARTTLS and
-EHLO again, AUTH, transactions, QUIT) and RFC 2920 pipelining: every command written pushes what
-its reply means onto a queue, and replies are matched to that queue in order. With PIPELINING a
-transaction's MAIL, RCPTs and DATA go in one write, and the next transaction's commands follow
-the previous message's final dot, so a busy connection costs about one round trip per message.
+EHLO again, AUTH, transactions, QUIT) and RFC 2920 pipelining. Where the session is and which
+moves are legal live in ``_state``; what each reply means for a transaction lives in
+``_mailflow``; this module connects the two to bytes.
 
-How a session moves is data: ``_REPLY_HANDLERS`` maps what a reply answers to its handler, and
-``_ALLOWED`` says in which states each API call may be made.
+Theory of operation
+-------------------
+Four attributes carry a session's traffic:
+
+- ``_queue``: transactions handed to :meth:`ClientConnection.send_mail` and not started yet.
+- ``_writer``: the one transaction whose commands or body are being written. Its commands are
+  planned (``MailFlow.commands``) when it leaves the queue, against the final EHLO.
+- ``_encoder``: set while the writer's body may be sent (after a 354, or at once for BDAT);
+  :meth:`~ClientConnection.send_body` fails without it.
+- ``_pending``: one entry per command written, in order, saying what its reply answers
+  (:class:`~._state._Awaiting`) and which transaction and recipient it concerns. Each reply
+  received pops the head; ``_REPLY_HANDLERS`` acts on it. Replies can only match commands in
+  order, so this queue is the whole of the matching.
+
+``_pump`` is the only place that moves a transaction forward, and is called whenever something
+may let it: a transaction queued, a reply, the end of a body. It guarantees (RFC 2920):
+
+- Nothing is written outside READY (transactions queued earlier wait for it).
+- With PIPELINING, a transaction's MAIL, RCPTs and DATA go in one write, and the next
+  transaction's commands follow the previous message's final dot in the same write: DATA ends a
+  group (RFC 2920 section 3.1), so the body waits for the 354. Without PIPELINING, one command
+  is written per reply, and a refusal seen before DATA stops the transaction there (RSET).
+- With CHUNKING the body goes as BDAT chunks right after the envelope, and the writer is held
+  until the final reply: after a failed BDAT the server may hold message state, so RSET must
+  come before the next MAIL. A DATA transaction releases the writer at its dot.
+- A server that answers DATA with 354 after refusing every recipient gets an empty message,
+  whose reply is ignored (RFC 2920 section 3.1).
+- QUIT goes out once the queue is empty and no writer is left, pipelined after them.
+
+Timers: each awaited reply has a deadline counted from when it became awaited (the command was
+handed to the driver, or the previous reply completed), never extended by a partial reply, so
+a server that dribbles bytes cannot hold a session forever (RFC 5321 section 4.5.3.2).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import enum
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Generic, Literal
 
 from .._errors import (
     LocalProtocolError,
     RemoteProtocolError,
     SMTPAuthenticationError,
-    SMTPCapabilityError,
     SMTPDisconnectedError,
     SMTPError,
-    SMTPRecipientsRefusedError,
     SMTPResponseError,
     SMTPTimeoutError,
     SMTPTLSError,
@@ -49,44 +75,33 @@ from ._events import (
     StartTLS,
 )
 from ._extensions import Extensions, parse_ehlo
-from ._replies import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_REPLY_LINES, Reply, ReplyParser
+from ._mailflow import (
+    DataVerdict,
+    MailFlow,
+    Outcome,
+    Pending,
+    bdat_reply,
+    data_reply,
+    final_reply,
+    mail_reply,
+    missing_capability,
+    must_abort,
+    rcpt_reply,
+    response_error,
+)
+from ._replies import (
+    DEFAULT_MAX_LINE_LENGTH,
+    DEFAULT_MAX_REPLY_LINES,
+    Reply,
+    ReplyParser,
+    reply_fields,
+)
 from ._sasl import SASLMechanism
-from ._transaction import Transaction
+from ._state import _ALLOWED, State, _Awaiting, _check_transition
+from ._transaction import TagT, Transaction
 
 __all__ = ["ClientConfig", "ClientConnection", "State"]
 
-
-class State(enum.Enum):
-    # Members are singletons: identity hashing is correct and far cheaper than Enum's own.
-    __hash__ = object.__hash__
-
-    GREETING = "GREETING"  # connected, waiting for the server's 220
-    EHLO = "EHLO"  # EHLO or LHLO sent
-    HELO = "HELO"  # HELO sent after EHLO was refused
-    STARTTLS = "STARTTLS"  # STARTTLS sent
-    TLS_HANDSHAKE = "TLS_HANDSHAKE"  # the driver is doing the TLS handshake
-    READY = "READY"  # transactions may run
-    AUTH = "AUTH"  # an AUTH exchange is under way
-    QUIT = "QUIT"  # QUIT sent
-    CLOSED = "CLOSED"
-
-
-# Which API calls are legal in which states; anything else is a LocalProtocolError.
-_ALLOWED: dict[str, frozenset[State]] = {
-    "send_mail": frozenset(
-        {
-            State.GREETING,
-            State.EHLO,
-            State.HELO,
-            State.STARTTLS,
-            State.TLS_HANDSHAKE,
-            State.READY,
-            State.AUTH,
-        }
-    ),
-    "authenticate": frozenset({State.READY}),
-    "start_tls_done": frozenset({State.TLS_HANDSHAKE}),
-}
 
 _NO_BODY_EXPECTED = "no message body is expected now (wait for SendBody)"
 
@@ -98,8 +113,9 @@ class ClientConfig:
     ``starttls``: ``"opportunistic"`` upgrades when offered, ``"required"`` closes the session
     with :class:`SMTPTLSError` when it is not, ``"never"`` does not try. ``tls_active`` says the
     link is already encrypted (implicit TLS). ``use_chunking`` sends messages with BDAT when the
-    server offers CHUNKING. Timeouts are seconds of silence allowed while a reply is awaited
-    (``data_timeout`` for the final reply to a message); None disables one.
+    server offers CHUNKING. Timeouts are the seconds each reply may take to arrive complete,
+    counted from when it became awaited, not from its last byte (``greeting_timeout`` from the
+    start, ``data_timeout`` for the final reply to a message); None disables one.
     """
 
     local_hostname: str
@@ -122,85 +138,32 @@ class ClientConfig:
             raise LocalProtocolError("reply limits too small (max_line_length >= 512)")
 
 
-class _Expect(enum.Enum):
-    """What an awaited reply answers."""
-
-    __hash__ = object.__hash__  # see State
-
-    GREETING = "greeting"
-    EHLO = "EHLO"
-    HELO = "HELO"
-    STARTTLS = "STARTTLS"
-    AUTH = "AUTH"
-    MAIL = "MAIL"
-    RCPT = "RCPT"
-    DATA = "DATA"
-    BDAT = "BDAT"
-    DATA_END = "end of data"
-    RSET = "RSET"
-    QUIT = "QUIT"
-
-
-@dataclass(slots=True, eq=False)
-class _Message:
-    """The client's bookkeeping for one transaction."""
-
-    transaction: Transaction
-    checked: bool  # capabilities already checked against the final EHLO
-    # What to write, each command with what its reply answers; planned when the writing begins.
-    commands: deque[tuple[bytes, _Pending]] = field(default_factory=deque)
-    chunking: bool = False
-    accepted: list[str] = field(default_factory=list)
-    rejected: dict[str, SMTPResponseError] = field(default_factory=dict)
-    error: SMTPResponseError | None = None
-    end_sent: bool = False
-    lmtp_replies: int = 0  # LMTP replies to the data received so far
-    lmtp_success: Reply | None = None  # the last LMTP delivery reply that succeeded
-
-    def failure(self) -> SMTPResponseError:
-        if self.error is not None:
-            return self.error
-        return SMTPRecipientsRefusedError("all recipients were refused", rejected=self.rejected)
-
-
-# An awaited reply: what it answers, and the transaction and recipient it concerns. A plain
-# tuple, because several are made for every message and a tuple costs no Python-level call.
-_Pending = tuple[_Expect, _Message | None, str | None]
-
-
 def _command_text(line: bytes) -> str:
     return line.decode("utf-8", "replace").rstrip("\r\n")
 
 
-def _response_error(reply: Reply, expect: _Expect, what: str) -> SMTPResponseError:
-    return SMTPResponseError(
-        f"{what} refused: {reply}",
-        code=reply.code,
-        enhanced_code=reply.enhanced_code,
-        response=reply.text,
-        command=expect.value,
-    )
-
-
-class ClientConnection:
+class ClientConnection(Generic[TagT]):
     """One SMTP client session, without I/O.
 
     Feed received bytes to :meth:`receive_data` (``b""`` when the server closed), take events
     from :meth:`next_event` until it returns :data:`NEED_DATA`, and write what
     :meth:`data_to_send` returns. Pass ``now`` (any monotonic clock, in seconds) to those calls
     to have :meth:`get_timer` say when :meth:`handle_timer` must be called.
+
+    ``ClientConnection[Job]`` takes ``Transaction[Job]`` and reports events whose
+    ``transaction.tag`` is a ``Job``; a bare ``ClientConnection`` is ``ClientConnection[object]``.
     """
 
     def __init__(self, config: ClientConfig, *, now: float | None = None) -> None:
         self.config = config
-        self._state = State.GREETING
+        self._state = State.GREETING  # the one assignment outside _enter()
         self._tls = config.tls_active
         self._parser = self._new_parser()
         self._outgoing = bytearray()
-        self._events: deque[Event] = deque()
-        self._pending: deque[_Pending] = deque([(_Expect.GREETING, None, None)])
-        self._queue: deque[_Message] = deque()
-        self._writer: _Message | None = None  # the transaction whose commands/body go out now
+        self._events: deque[Event[TagT]] = deque()
+        self._pending: deque[Pending[TagT]] = deque([(_Awaiting.GREETING, None, None)])
+        self._queue: deque[MailFlow[TagT]] = deque()
+        self._writer: MailFlow[TagT] | None = None  # whose commands or body go out now
         self._encoder: DataEncoder | ChunkingEncoder | None = None  # set while the body may go
         self._data_encoder = DataEncoder()  # every DATA message's, as it is reset by end()
         self._use_extensions(Extensions())
@@ -208,14 +171,27 @@ class ClientConnection:
         self._auth_error: SMTPAuthenticationError | None = None
         self._initial_response_due: bytes | None = None
         self._quit_requested = False
-        self._activity = now
-        # Seconds of silence allowed while each kind of reply is awaited (None: no limit).
-        self._timeouts: dict[_Expect, float | None] = {
-            **dict.fromkeys(_Expect, config.command_timeout),
-            _Expect.GREETING: config.greeting_timeout,
-            _Expect.DATA_END: config.data_timeout,
+        # When the reply at the head of _pending became awaited; None while none is (or no
+        # clock was given). Only a complete reply moves it, so a dribbling server cannot.
+        self._awaited_since = now
+        self._unsent = 0  # entries at the tail of _pending whose command is not handed out yet
+        self._now = now  # the latest time a driver passed in
+        # Capability failures found inside send_mail(), reported from the next receive_data()
+        # or handle_timer() (get_timer() is due at once meanwhile), never from inside the call.
+        self._refused_early: list[MessageFailed[TagT]] = []
+        # Seconds each kind of reply may take to arrive complete (None: no limit).
+        self._timeouts: dict[_Awaiting, float | None] = {
+            **dict.fromkeys(_Awaiting, config.command_timeout),
+            _Awaiting.GREETING: config.greeting_timeout,
+            _Awaiting.DATA_END: config.data_timeout,
         }
         self._trace: list[tuple[str, str]] | None = [] if config.trace else None
+
+    def __repr__(self) -> str:
+        return (
+            f"<ClientConnection state={self._state.name} pending={len(self._pending)}"
+            f" queued={len(self._queue)}>"
+        )
 
     # -- public surface -----------------------------------------------------------------------
 
@@ -245,22 +221,40 @@ class ClientConnection:
         if self._state is State.CLOSED:
             return
         if now is not None:
-            self._activity = now
+            self._now = now
+            if self._awaited_since is None and len(self._pending) > self._unsent:
+                self._awaited_since = now  # no clock was given before
+        if self._refused_early:
+            self._report_refused_early()
         if not data:
-            error = (
-                None
-                if self._state is State.QUIT
-                else SMTPDisconnectedError("the server closed the connection unexpectedly")
-            )
-            self._close(error)
+            self._on_server_closed()
             return
         if self._state is State.TLS_HANDSHAKE:
             self._close(RemoteProtocolError("unencrypted data received during TLS handshake"))
             return
         self._parser.feed(data)
-        self._on_received()
+        self._on_received(now)
 
-    def next_event(self) -> Event | NeedData:
+    def _on_server_closed(self) -> None:
+        if self._state is State.QUIT:
+            self._close(None)
+            return
+        last = self._parser.last_words()  # "421 Bye" and FIN, no CR LF: keep what it said
+        if last is None:
+            self._close(SMTPDisconnectedError("the server closed the connection unexpectedly"))
+        elif last.code == 421 and self._pending:  # as good as a complete 421
+            awaiting, refused, _ = self._pending[0]
+            self._close(response_error(last, awaiting, "service closing:"), refused=refused)
+        else:
+            self._close(
+                SMTPDisconnectedError(
+                    f"the server closed the connection after: {last}",
+                    command=self._pending[0][0].value if self._pending else None,
+                    **reply_fields(last),
+                )
+            )
+
+    def next_event(self) -> Event[TagT] | NeedData:
         return self._events.popleft() if self._events else NEED_DATA
 
     def data_to_send(self, now: float | None = None) -> bytes:
@@ -268,7 +262,10 @@ class ClientConnection:
         if not self._outgoing:
             return b""
         if now is not None:
-            self._activity = now
+            self._now = now
+            if self._awaited_since is None and self._pending:  # the head goes out: its clock
+                self._awaited_since = now
+        self._unsent = 0
         data = bytes(self._outgoing)
         self._outgoing.clear()
         return data
@@ -284,37 +281,56 @@ class ClientConnection:
         return lines
 
     def get_timer(self) -> float | None:
-        """When :meth:`handle_timer` must be called, or None while no reply is awaited."""
-        if not self._pending or self._activity is None or self._state is State.CLOSED:
+        """When :meth:`handle_timer` must be called, or None while nothing is due.
+
+        The awaited reply must be complete by then: its timeout counts from when it became
+        awaited (its command handed out, or the reply before it complete), whatever trickles
+        in meanwhile (RFC 5321 section 4.5.3.2 sets the timeouts per reply).
+        """
+        if self._refused_early:
+            return self._now if self._now is not None else 0.0  # due at once
+        since = self._awaited_since
+        if since is None or not self._pending or self._state is State.CLOSED:
             return None
         timeout = self._timeouts[self._pending[0][0]]
-        return None if timeout is None else self._activity + timeout
+        return None if timeout is None else since + timeout
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
+        if self._refused_early:
+            self._report_refused_early()
+            return
         deadline = self.get_timer()
         if deadline is not None and now >= deadline:
-            expect = self._pending[0][0]
-            phase = {_Expect.GREETING: "greeting", _Expect.DATA_END: "data"}.get(expect, "command")
+            awaiting = self._pending[0][0]
+            phase = _TIMEOUT_PHASES.get(awaiting, "command")
             self._close(
                 SMTPTimeoutError(
-                    f"no reply to {expect.value} within the {phase} timeout",
+                    f"no complete reply to {awaiting.value} within the {phase} timeout",
                     phase=phase,
-                    command=expect.value,
+                    command=awaiting.value,
                 )
             )
 
-    def send_mail(self, transaction: Transaction) -> None:
+    def send_mail(self, transaction: Transaction[TagT]) -> None:
         """Queue a transaction; its commands go out as soon as the session allows.
 
-        Raises :class:`SMTPCapabilityError` at once (nothing written) when the server is known
-        not to offer what the message needs.
+        When the server is known not to offer what the message needs, nothing is written and
+        :class:`MessageFailed` with an :class:`SMTPCapabilityError` follows: not from this call
+        but from the next :meth:`receive_data` or :meth:`handle_timer`, which
+        :meth:`get_timer` says is due at once. A driver that assigns work in a pass over its
+        connections thus learns of the free connection after that pass, not inside it (where
+        the failure would go unnoticed until some other event).
         """
         checked = self._state is State.READY
         if checked:  # the capabilities are final: check once, here
-            self._check_capabilities(transaction)
+            error = missing_capability(transaction, self._extensions, tls=self._tls)
+            if error is not None:
+                self._refused_early.append(MessageFailed(transaction=transaction, error=error))
+                return
         else:  # READY allows it, so only the other states need the table
             self._require("send_mail")
-        self._queue.append(_Message(transaction, checked))
+        self._queue.append(MailFlow(transaction, checked))
         # A busy writer has already gone as far as it can: a message queued behind it changes
         # nothing for it (every reply that lets it go further pumps).
         if self._writer is None:
@@ -327,7 +343,8 @@ class ClientConnection:
             raise LocalProtocolError(_NO_BODY_EXPECTED)
         data = encoder.encode(chunk)
         if data and isinstance(encoder, ChunkingEncoder):
-            self._pending.append((_Expect.BDAT, self._writer, None))
+            self._pending.append((_Awaiting.BDAT, self._writer, None))
+            self._unsent += 1
         self._outgoing += data
 
     def end_body(self) -> None:
@@ -339,7 +356,8 @@ class ClientConnection:
         self._outgoing += encoder.end()
         self._encoder = None
         message.end_sent = True
-        self._pending.append((_Expect.DATA_END, message, None))
+        self._pending.append((_Awaiting.DATA_END, message, None))
+        self._unsent += 1
         if self._trace is not None:
             self._trace_line("C", "<message data>")
         if not message.chunking:
@@ -364,8 +382,8 @@ class ClientConnection:
             line = _commands.auth(mechanism.name, None)
             self._initial_response_due = initial
         self._mechanism, self._auth_error = mechanism, None
-        self._state = State.AUTH
-        self._write(line, (_Expect.AUTH, None, None), trace=f"AUTH {mechanism.name} <redacted>")
+        self._enter(State.AUTH)
+        self._write(line, (_Awaiting.AUTH, None, None), trace=f"AUTH {mechanism.name} <redacted>")
 
     def start_tls_done(self) -> None:
         """The driver finished the TLS handshake: say EHLO again over the encrypted link."""
@@ -397,15 +415,17 @@ class ClientConnection:
             max_line_length=self.config.max_line_length, max_lines=self.config.max_reply_lines
         )
 
-    def _write(self, line: bytes, pending: _Pending, *, trace: str | None = None) -> None:
+    def _write(self, line: bytes, pending: Pending[TagT], *, trace: str | None = None) -> None:
         self._outgoing += line
         self._pending.append(pending)
+        self._unsent += 1
         if self._trace is not None:
             self._trace_line("C", trace or _command_text(line))
 
-    def _write_commands(self, commands: deque[tuple[bytes, _Pending]], count: int) -> None:
+    def _write_commands(self, commands: deque[tuple[bytes, Pending[TagT]]], count: int) -> None:
         """Write the first ``count`` planned commands of a transaction, in one buffer."""
         outgoing, pending = self._outgoing, self._pending
+        self._unsent += count
         for _ in range(count):
             line, awaited = commands.popleft()
             outgoing += line
@@ -420,12 +440,12 @@ class ClientConnection:
     def _send_hello(self, state: State) -> None:
         name = self.config.local_hostname
         if state is State.HELO:
-            line, expect = _commands.helo(name), _Expect.HELO
+            line, expect = _commands.helo(name), _Awaiting.HELO
         elif self.config.lmtp:
-            line, expect = _commands.lhlo(name), _Expect.EHLO
+            line, expect = _commands.lhlo(name), _Awaiting.EHLO
         else:
-            line, expect = _commands.ehlo(name), _Expect.EHLO
-        self._state = state
+            line, expect = _commands.ehlo(name), _Awaiting.EHLO
+        self._enter(state)
         self._write(line, (expect, None, None))
 
     def _use_extensions(self, extensions: Extensions) -> None:
@@ -437,26 +457,10 @@ class ClientConnection:
         self._with_size = extensions.size is not None
         self._with_body_type = extensions.eightbitmime or extensions.binarymime
 
-    def _check_capabilities(self, transaction: Transaction) -> None:
-        ext, body = self._extensions, transaction.body
-        # Most messages need no extension (a 7BIT body needs none): no list to build for them.
-        if transaction.smtputf8 or body or transaction.requiretls:
-            missing = [
-                name
-                for name, needed, offered in (
-                    ("SMTPUTF8", transaction.smtputf8, ext.smtputf8),
-                    ("8BITMIME", body == "8BITMIME", ext.eightbitmime),
-                    ("BINARYMIME", body == "BINARYMIME", ext.binarymime and ext.chunking),
-                    ("REQUIRETLS", transaction.requiretls, ext.requiretls and self._tls),
-                )
-                if needed and not offered
-            ]
-            if missing:
-                raise SMTPCapabilityError(f"the message needs {', '.join(missing)}, not offered")
-        if ext.size and transaction.size is not None and transaction.size > ext.size:
-            raise SMTPCapabilityError(
-                f"message of {transaction.size} bytes exceeds the server's SIZE {ext.size}"
-            )
+    def _report_refused_early(self) -> None:
+        self._events.extend(self._refused_early)
+        self._refused_early.clear()
+        self._pump()  # a QUIT requested meanwhile may go now
 
     def _pump(self) -> None:
         """Write whatever the session allows now, in as few round trips as it allows."""
@@ -473,7 +477,7 @@ class ClientConnection:
             commands = message.commands
             if not commands and (not message.chunking or message.end_sent):
                 break
-            if not pipelining and self._must_abort(message):
+            if not pipelining and must_abort(message):
                 self._fail_writer(message.failure())
                 continue
             if commands:
@@ -488,17 +492,16 @@ class ClientConnection:
             and self._writer is None
             and not self._queue
         ):
-            self._state = State.QUIT
-            self._write(_commands.QUIT, (_Expect.QUIT, None, None))
+            self._enter(State.QUIT)
+            self._write(_commands.QUIT, (_Awaiting.QUIT, None, None))
 
     def _start_next(self) -> None:
         """Make the next queued transaction the writer, its commands planned for this server."""
         message = self._queue.popleft()
         transaction = message.transaction
         if not message.checked:
-            try:
-                self._check_capabilities(transaction)
-            except SMTPCapabilityError as error:
+            error = missing_capability(transaction, self._extensions, tls=self._tls)
+            if error is not None:
                 # Queued before EHLO told us what the server offers: refuse it, no byte sent.
                 self._events.append(MessageFailed(transaction=transaction, error=error))
                 return
@@ -506,23 +509,16 @@ class ClientConnection:
         mail = transaction.mail_command(
             dsn=dsn, with_size=self._with_size, with_body_type=self._with_body_type
         )
-        commands.append((mail, (_Expect.MAIL, message, None)))
+        commands.append((mail, (_Awaiting.MAIL, message, None)))
         rcpts = transaction.rcpt_commands(dsn=dsn)
         for recipient, rcpt in zip(transaction.recipients, rcpts, strict=True):
-            commands.append((rcpt, (_Expect.RCPT, message, recipient)))
+            commands.append((rcpt, (_Awaiting.RCPT, message, recipient)))
         message.chunking = self._chunking
         if not message.chunking:
-            commands.append((_commands.DATA, (_Expect.DATA, message, None)))
+            commands.append((_commands.DATA, (_Awaiting.DATA, message, None)))
         self._writer = message
 
-    def _must_abort(self, message: _Message) -> bool:
-        """Without pipelining we learn of a refusal before the next command: stop there."""
-        if message.error is not None:
-            return True
-        next_is_body = not message.commands or message.commands[0][1][0] is _Expect.DATA
-        return next_is_body and not message.accepted
-
-    def _open_body(self, message: _Message, encoder: DataEncoder | ChunkingEncoder) -> None:
+    def _open_body(self, message: MailFlow[TagT], encoder: DataEncoder | ChunkingEncoder) -> None:
         self._encoder = encoder
         self._events.append(SendBody(transaction=message.transaction))
 
@@ -532,62 +528,68 @@ class ClientConnection:
         assert message is not None
         self._writer = None
         self._events.append(MessageFailed(transaction=message.transaction, error=error))
-        self._write(_commands.RSET, (_Expect.RSET, None, None))
+        self._write(_commands.RSET, (_Awaiting.RSET, None, None))
 
     # -- reading --------------------------------------------------------------------------------
 
-    def _on_received(self) -> None:
+    def _on_received(self, now: float | None) -> None:
         """Act on each complete reply received, until there are no more or the session ends."""
         parser = self._parser  # replaced by start_tls_done() only, never while replies are read
         awaited = self._pending
+        completed = False
         try:
             while self._state is not State.CLOSED and (reply := parser.next_reply()) is not None:
                 if self._trace is not None:
                     self._trace_line("S", str(reply))
                 if not awaited:
                     if reply.code == 421:
-                        self._close(_response_error(reply, _Expect.QUIT, "service"))
+                        self._close(response_error(reply, _Awaiting.QUIT, "service"))
                         return
                     raise RemoteProtocolError(
                         f"unexpected reply with no command outstanding: {reply}"
                     )
                 pending = awaited.popleft()
+                completed = True
                 expect = pending[0]
-                if reply.code == 421 and expect is not _Expect.QUIT:
-                    error = _response_error(reply, expect, "service closing:")
+                if reply.code == 421 and expect is not _Awaiting.QUIT:
+                    error = response_error(reply, expect, "service closing:")
                     self._close(error, refused=pending[1])
                     return
                 _REPLY_HANDLERS[expect](self, reply, pending)
         except RemoteProtocolError as error:
             self._close(error)
+            return
+        if completed:
+            # The next reply's clock starts now if its command is out, else when it goes out.
+            self._awaited_since = now if len(awaited) > self._unsent else None
 
-    def _on_greeting(self, reply: Reply, pending: _Pending) -> None:
+    def _on_greeting(self, reply: Reply, pending: Pending[TagT]) -> None:
         if reply.code != 220:
-            self._close(_response_error(reply, pending[0], "connection"))
+            self._close(response_error(reply, pending[0], "connection"))
             return
         self._events.append(Greeting(reply=reply))
         self._send_hello(State.EHLO)
 
-    def _on_ehlo(self, reply: Reply, pending: _Pending) -> None:
+    def _on_ehlo(self, reply: Reply, pending: Pending[TagT]) -> None:
         if reply.code == 250:
             self._hello_done(reply, parse_ehlo(reply))
         elif reply.code >= 500 and not self.config.lmtp:
             self._send_hello(State.HELO)
         else:
-            self._close(_response_error(reply, pending[0], "greeting"))
+            self._close(response_error(reply, pending[0], "greeting"))
 
-    def _on_helo(self, reply: Reply, pending: _Pending) -> None:
+    def _on_helo(self, reply: Reply, pending: Pending[TagT]) -> None:
         if reply.code == 250:
             self._hello_done(reply, Extensions())
         else:
-            self._close(_response_error(reply, pending[0], "greeting"))
+            self._close(response_error(reply, pending[0], "greeting"))
 
     def _hello_done(self, reply: Reply, extensions: Extensions) -> None:
         self._use_extensions(extensions)
         if not self._tls and self.config.starttls != "never":
             if extensions.starttls:
-                self._state = State.STARTTLS
-                self._write(_commands.STARTTLS, (_Expect.STARTTLS, None, None))
+                self._enter(State.STARTTLS)
+                self._write(_commands.STARTTLS, (_Awaiting.STARTTLS, None, None))
                 return
             if self.config.starttls == "required":
                 self._close(SMTPTLSError("TLS is required but the server does not offer STARTTLS"))
@@ -595,39 +597,38 @@ class ClientConnection:
         self._become_ready(reply)
 
     def _become_ready(self, reply: Reply) -> None:
-        self._state = State.READY
+        self._enter(State.READY)
         self._events.append(Ready(extensions=self._extensions, tls=self._tls, reply=reply))
         self._pump()
 
-    def _on_starttls(self, reply: Reply, pending: _Pending) -> None:
+    def _on_starttls(self, reply: Reply, pending: Pending[TagT]) -> None:
         if reply.code == 220:
             if self._parser.buffered:
                 # Anything after the 220 was sent before TLS protects it: an injection attempt.
                 raise RemoteProtocolError("data pipelined after the STARTTLS 220 reply")
-            self._state = State.TLS_HANDSHAKE
+            self._enter(State.TLS_HANDSHAKE)
             self._events.append(StartTLS())
         elif self.config.starttls == "required":
             self._close(
                 SMTPTLSError(
-                    f"STARTTLS refused: {reply}",
-                    code=reply.code,
-                    response=reply.text,
-                    enhanced_code=reply.enhanced_code,
-                    command="STARTTLS",
+                    f"STARTTLS refused: {reply}", command="STARTTLS", **reply_fields(reply)
                 )
             )
         else:
             self._become_ready(reply)
 
-    def _on_auth(self, reply: Reply, pending: _Pending) -> None:
+    def _on_auth(self, reply: Reply, pending: Pending[TagT]) -> None:
         mechanism = self._mechanism
         assert mechanism is not None
         if reply.code == 334 and self._auth_error is None:
             self._write(
-                self._sasl_answer(mechanism, reply), (_Expect.AUTH, None, None), trace="<redacted>"
+                self._sasl_answer(mechanism, reply),
+                (_Awaiting.AUTH, None, None),
+                trace="<redacted>",
             )
             return
-        self._state, self._mechanism = State.READY, None
+        self._mechanism = None
+        self._enter(State.READY)
         error = self._auth_error
         if reply.code == 235 and error is None:
             try:
@@ -641,10 +642,8 @@ class ClientConnection:
         if error is None:
             error = SMTPAuthenticationError(
                 f"authentication failed: {reply}",
-                code=reply.code,
-                response=reply.text,
-                enhanced_code=reply.enhanced_code,
                 detail=mechanism.failure_detail,
+                **reply_fields(reply),
             )
         self._events.append(AuthenticationFailed(error=error))
         self._pump()
@@ -663,79 +662,49 @@ class ClientConnection:
             self._auth_error = error
             return _commands.AUTH_CANCEL
 
-    def _on_mail(self, reply: Reply, pending: _Pending) -> None:
-        expect, message, _ = pending
+    def _on_mail(self, reply: Reply, pending: Pending[TagT]) -> None:
+        message = pending[1]
         assert message is not None
-        if reply.code >= 400 and message.error is None:  # see _on_rcpt
-            message.error = _response_error(reply, expect, "sender")
+        mail_reply(message, reply)
         # Pipelined, every envelope command is already written: such a reply releases nothing.
         if not self._pipelining:
             self._pump()
 
-    def _on_rcpt(self, reply: Reply, pending: _Pending) -> None:
-        expect, message, recipient = pending
+    def _on_rcpt(self, reply: Reply, pending: Pending[TagT]) -> None:
+        _, message, recipient = pending
         assert message is not None and recipient is not None
-        # A parsed code is 200 to 599: below 400 is Reply.is_success, without a property call.
-        if reply.code < 400:
-            message.accepted.append(recipient)
-        else:
-            message.rejected[recipient] = _response_error(reply, expect, "recipient")
+        rcpt_reply(message, reply, recipient)
         if not self._pipelining:  # see _on_mail
             self._pump()
 
-    def _on_data(self, reply: Reply, pending: _Pending) -> None:
-        expect, message, _ = pending
+    def _on_data(self, reply: Reply, pending: Pending[TagT]) -> None:
+        message = pending[1]
         assert message is not None
-        if reply.code != 354:
-            if message.error is None and message.accepted:
-                message.error = _response_error(reply, expect, "DATA")
+        verdict = data_reply(message, reply)
+        if verdict is DataVerdict.BODY:
+            self._open_body(message, self._data_encoder)  # the writer waits for the body
+        elif verdict is DataVerdict.EMPTY_BODY:
+            self._encoder = self._data_encoder
+            self.end_body()  # which pumps
+        else:
             self._fail_writer(message.failure())
             self._pump()
-        elif message.error is not None or not message.accepted:
-            # A server that says 354 after refusing the envelope gets an empty message (RFC
-            # 2920 section 3.1), whose reply is then ignored. end_body() pumps.
-            self._encoder = self._data_encoder
-            self.end_body()
-        else:
-            self._open_body(message, self._data_encoder)  # the writer waits for the body
 
-    def _on_bdat(self, reply: Reply, pending: _Pending) -> None:
-        expect, message, _ = pending
+    def _on_bdat(self, reply: Reply, pending: Pending[TagT]) -> None:
+        message = pending[1]
         assert message is not None
-        if not reply.is_success and message.error is None and message.accepted:
-            message.error = _response_error(reply, expect, "BDAT")
+        bdat_reply(message, reply)
 
-    def _on_data_end(self, reply: Reply, pending: _Pending) -> None:
-        expect, message, _ = pending
+    def _on_data_end(self, reply: Reply, pending: Pending[TagT]) -> None:
+        message = pending[1]
         assert message is not None
-        if self.config.lmtp and message.accepted and message.error is None:
-            self._on_lmtp_reply(reply, pending, message)
+        outcome = final_reply(message, reply, lmtp=self.config.lmtp)
+        if outcome is Outcome.MORE:
+            self._pending.appendleft(pending)  # the next reply answers the same data
             return
-        if reply.code < 400 and message.error is None and message.accepted:  # see _on_rcpt
-            self._report_accepted(message, reply)
+        if outcome is Outcome.ACCEPTED:
+            self._report_accepted(message)
         else:
-            if message.error is None and message.accepted:
-                message.error = _response_error(reply, expect, "message")
-            self._report_failed(message)
-        self._pump_after_outcome()
-
-    def _on_lmtp_reply(self, reply: Reply, pending: _Pending, message: _Message) -> None:
-        """LMTP answers the data once per accepted recipient, in RCPT order (RFC 2033)."""
-        recipient = message.accepted[message.lmtp_replies]
-        if reply.is_success:
-            message.lmtp_success = reply
-        else:
-            message.rejected[recipient] = _response_error(reply, pending[0], "delivery")
-        message.lmtp_replies += 1
-        if message.lmtp_replies < len(message.accepted):
-            self._pending.appendleft(pending)
-            return
-        delivered = tuple(r for r in message.accepted if r not in message.rejected)
-        message.accepted = list(delivered)
-        if delivered:
-            self._report_accepted(message, message.lmtp_success or reply)
-        else:
-            message.error = message.rejected[recipient]
             self._report_failed(message)
         self._pump_after_outcome()
 
@@ -744,7 +713,9 @@ class ClientConnection:
         if self._writer is None or not self._pipelining:
             self._pump()
 
-    def _report_accepted(self, message: _Message, reply: Reply) -> None:
+    def _report_accepted(self, message: MailFlow[TagT]) -> None:
+        reply = message.success
+        assert reply is not None
         if self._writer is message:
             self._writer = None
         # The transaction is over: its dict of refusals is handed over, not copied.
@@ -757,7 +728,7 @@ class ClientConnection:
             )
         )
 
-    def _report_failed(self, message: _Message) -> None:
+    def _report_failed(self, message: MailFlow[TagT]) -> None:
         if self._writer is message:
             self._fail_writer(message.failure())  # BDAT: the server may hold state; RSET
         else:
@@ -765,23 +736,23 @@ class ClientConnection:
                 MessageFailed(transaction=message.transaction, error=message.failure())
             )
 
-    def _on_rset(self, reply: Reply, pending: _Pending) -> None:
+    def _on_rset(self, reply: Reply, pending: Pending[TagT]) -> None:
         if not reply.is_success:
             raise RemoteProtocolError(f"RSET refused: {reply}")
         self._pump()  # without pipelining, the next transaction's MAIL waited for this reply
 
-    def _on_quit(self, reply: Reply, pending: _Pending) -> None:
+    def _on_quit(self, reply: Reply, pending: Pending[TagT]) -> None:
         self._close(None)
 
     # -- the end --------------------------------------------------------------------------------
 
-    def _close(self, error: SMTPError | None, *, refused: _Message | None = None) -> None:
+    def _close(self, error: SMTPError | None, *, refused: MailFlow[TagT] | None = None) -> None:
         """End the session once, telling the driver which transactions may be sent again."""
         if self._state is State.CLOSED:
             return
-        self._state = State.CLOSED
-        unsent: list[Transaction] = []
-        unconfirmed: list[Transaction] = []
+        self._enter(State.CLOSED)
+        unsent: list[Transaction[TagT]] = []
+        unconfirmed: list[Transaction[TagT]] = []
         seen: set[int] = set()
         candidates = [refused, self._writer, *(message for _, message, _ in self._pending)]
         candidates += self._queue
@@ -791,6 +762,8 @@ class ClientConnection:
             seen.add(id(message))
             target = unconfirmed if message.end_sent and message is not refused else unsent
             target.append(message.transaction)
+        self._events.extend(self._refused_early)  # these were never sent: no retry
+        self._refused_early.clear()
         self._pending.clear()
         self._queue.clear()
         self._writer = self._encoder = None
@@ -798,24 +771,31 @@ class ClientConnection:
             ConnectionClosed(error=error, unsent=tuple(unsent), unconfirmed=tuple(unconfirmed))
         )
 
+    def _enter(self, state: State) -> None:
+        """Every change of state goes through here, checked against ``_TRANSITIONS``."""
+        _check_transition(self._state, state)
+        self._state = state
+
     def _require(self, operation: str) -> None:
         if self._state not in _ALLOWED[operation]:
             raise LocalProtocolError(f"{operation}() is not allowed in state {self._state.name}")
 
 
-_ReplyHandler = Callable[[ClientConnection, Reply, _Pending], None]
+_TIMEOUT_PHASES = {_Awaiting.GREETING: "greeting", _Awaiting.DATA_END: "data"}
 
-_REPLY_HANDLERS: dict[_Expect, _ReplyHandler] = {
-    _Expect.GREETING: ClientConnection._on_greeting,
-    _Expect.EHLO: ClientConnection._on_ehlo,
-    _Expect.HELO: ClientConnection._on_helo,
-    _Expect.STARTTLS: ClientConnection._on_starttls,
-    _Expect.AUTH: ClientConnection._on_auth,
-    _Expect.MAIL: ClientConnection._on_mail,
-    _Expect.RCPT: ClientConnection._on_rcpt,
-    _Expect.DATA: ClientConnection._on_data,
-    _Expect.BDAT: ClientConnection._on_bdat,
-    _Expect.DATA_END: ClientConnection._on_data_end,
-    _Expect.RSET: ClientConnection._on_rset,
-    _Expect.QUIT: ClientConnection._on_quit,
+_ReplyHandler = Callable[[ClientConnection[Any], Reply, Pending[Any]], None]
+
+_REPLY_HANDLERS: dict[_Awaiting, _ReplyHandler] = {
+    _Awaiting.GREETING: ClientConnection._on_greeting,
+    _Awaiting.EHLO: ClientConnection._on_ehlo,
+    _Awaiting.HELO: ClientConnection._on_helo,
+    _Awaiting.STARTTLS: ClientConnection._on_starttls,
+    _Awaiting.AUTH: ClientConnection._on_auth,
+    _Awaiting.MAIL: ClientConnection._on_mail,
+    _Awaiting.RCPT: ClientConnection._on_rcpt,
+    _Awaiting.DATA: ClientConnection._on_data,
+    _Awaiting.BDAT: ClientConnection._on_bdat,
+    _Awaiting.DATA_END: ClientConnection._on_data_end,
+    _Awaiting.RSET: ClientConnection._on_rset,
+    _Awaiting.QUIT: ClientConnection._on_quit,
 }

@@ -2,7 +2,9 @@
 
 Both normalise line ends first: CR LF stays, a bare LF or a bare CR becomes CR LF, so that a dot
 after a bare LF or CR is seen as the line start it is to a server (lettre's RUSTSEC-2021-0069 was
-a dot missed there). DATA then doubles every dot that starts a line and ends with ``.`` CR LF.
+a dot missed there). Both end a message that lacks a final line end with CR LF, so the server
+stores the same bytes whichever command carried them. DATA then doubles every dot that starts a
+line and ends with ``.`` CR LF.
 
 Both work on whole chunks with ``bytes`` methods (no Python loop per line) and keep the little
 state a chunk boundary needs: a CR held back because the next chunk may start with its LF, and
@@ -106,8 +108,12 @@ class ChunkingEncoder:
         return out
 
     def end(self) -> bytes:
-        """The last chunk, ``BDAT n LAST`` (n may be 0)."""
+        """The last chunk, ``BDAT n LAST`` (n may be 0), with a line end if it lacked one."""
+        # _held is the last non-empty chunk (empty only for an empty message), and a chunk
+        # never ends in CR (normalise holds it back), so one endswith() says it all.
         data, self._held = self._held + self._line_ends.flush(), b""
+        if data and not data.endswith(b"\n"):
+            data += b"\r\n"
         return bdat(len(data), last=True) + data
 
 

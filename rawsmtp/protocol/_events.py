@@ -1,18 +1,20 @@
 """The events a :class:`ClientConnection` reports, and the NEED_DATA sentinel.
 
 Every event is a frozen, slotted dataclass. A driver loops ``next_event()`` until it returns
-``NEED_DATA``, acting on each event, then writes ``data_to_send()``.
+``NEED_DATA``, acting on each event, then writes ``data_to_send()``. The events about a
+transaction are generic over its tag type, like :class:`Transaction`.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Generic, TypeAlias
 
 from .._errors import SMTPAuthenticationError, SMTPError, SMTPResponseError
 from ._extensions import Extensions
 from ._replies import Reply
-from ._transaction import Transaction
+from ._transaction import TagT, Transaction
 
 __all__ = [
     "NEED_DATA",
@@ -81,39 +83,39 @@ class AuthenticationFailed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SendBody:
+class SendBody(Generic[TagT]):
     """The server is ready for this transaction's message: call ``send_body()`` then ``end_body()``."""
 
-    transaction: Transaction
+    transaction: Transaction[TagT]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MessageAccepted:
+class MessageAccepted(Generic[TagT]):
     """The server took responsibility for the message for the ``accepted`` recipients.
 
     ``rejected`` maps each refused recipient (at RCPT, or after the data for LMTP) to its error.
     """
 
-    transaction: Transaction
+    transaction: Transaction[TagT]
     reply: Reply
     accepted: tuple[str, ...]
     rejected: dict[str, SMTPResponseError] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MessageFailed:
+class MessageFailed(Generic[TagT]):
     """The message was refused (sender, every recipient, or the data); the session goes on.
 
     ``error`` is an :class:`SMTPResponseError` (the server said no) or an
     :class:`SMTPCapabilityError` (the server lacks what the message needs; nothing was sent).
     """
 
-    transaction: Transaction
+    transaction: Transaction[TagT]
     error: SMTPError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectionClosed:
+class ConnectionClosed(Generic[TagT]):
     """The session is over; the driver should close the socket.
 
     ``error`` is None after a normal QUIT. ``unsent`` are transactions whose message was not
@@ -123,18 +125,19 @@ class ConnectionClosed:
     """
 
     error: SMTPError | None
-    unsent: tuple[Transaction, ...] = ()
-    unconfirmed: tuple[Transaction, ...] = ()
+    unsent: tuple[Transaction[TagT], ...] = ()
+    unconfirmed: tuple[Transaction[TagT], ...] = ()
 
 
-Event = (
+# Generic in the tag too: ``Event[Job]``; a bare ``Event`` is ``Event[object]``.
+Event: TypeAlias = (
     Greeting
     | StartTLS
     | Ready
     | Authenticated
     | AuthenticationFailed
-    | SendBody
-    | MessageAccepted
-    | MessageFailed
-    | ConnectionClosed
+    | SendBody[TagT]
+    | MessageAccepted[TagT]
+    | MessageFailed[TagT]
+    | ConnectionClosed[TagT]
 )

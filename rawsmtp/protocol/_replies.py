@@ -2,18 +2,28 @@
 
 RFC 5321 section 4.2: a reply is one or more lines ``CODE-text`` ending in a line ``CODE text``
 (or a bare ``CODE``). RFC 3463 enhanced status codes (``5.1.1``) are split out of the first line.
-The parser accepts bare LF as a line end (real servers send it) but nothing else loose: codes must
-be three digits of the right ranges and every line of a reply must carry the same code.
+The parser accepts bare LF as a line end and a few empty lines between replies (real servers
+send both) but nothing else loose: codes must be three digits of the right ranges and every line
+of a reply must carry the same code. Text is decoded as UTF-8, else as Latin-1, so no byte is
+lost; :attr:`Reply.raw` keeps the bytes.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypedDict
 
 from .._errors import RemoteProtocolError
 
-__all__ = ["DEFAULT_MAX_LINE_LENGTH", "DEFAULT_MAX_REPLY_LINES", "Reply", "ReplyParser"]
+__all__ = [
+    "DEFAULT_MAX_LINE_LENGTH",
+    "DEFAULT_MAX_REPLY_LINES",
+    "Reply",
+    "ReplyFields",
+    "ReplyParser",
+    "reply_fields",
+]
 
 DEFAULT_MAX_LINE_LENGTH = 8192
 DEFAULT_MAX_REPLY_LINES = 256
@@ -25,14 +35,20 @@ _LINE = re.compile(rb"([2-5][0-5][0-9])([ -]?)(.*)", re.DOTALL)
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 # How many distinct single-line replies a parser remembers.
 _SEEN_REPLIES = 64
+# How many empty lines in a row are skipped where a reply should start.
+_MAX_EMPTY_LINES = 8
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One complete server reply. ``lines`` holds each line's text after the code."""
+    """One complete server reply. ``lines`` holds each line's text after the code.
+
+    ``raw`` is the text as received, lines joined by ``b"\\n"`` (not part of equality).
+    """
 
     code: int
     lines: tuple[str, ...]
+    raw: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def enhanced_code(self) -> str | None:
@@ -61,6 +77,25 @@ class Reply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}"
+
+
+class ReplyFields(TypedDict):
+    """What an :class:`~rawsmtp.SMTPError` carries of the reply that caused it."""
+
+    code: int
+    enhanced_code: str | None
+    response: str
+    response_bytes: bytes
+
+
+def reply_fields(reply: Reply) -> ReplyFields:
+    """The keyword arguments that put ``reply`` on an error: ``SMTPError(..., **fields)``."""
+    return ReplyFields(
+        code=reply.code,
+        enhanced_code=reply.enhanced_code,
+        response=reply.text,
+        response_bytes=reply.raw,
+    )
 
 
 def _enhanced_code(code: int, first_line: str) -> str | None:
@@ -93,6 +128,9 @@ class ReplyParser:
         self._max_lines = max_lines
         self._code: int | None = None
         self._lines: list[str] = []
+        self._raw: list[bytes] = []
+        self._empty_lines = 0  # empty lines skipped in a row, the last one starting at:
+        self._empty_at = -3
         # A server answers MAIL, RCPT and DATA with the same line message after message, so a
         # single-line reply is parsed once and then found by its bytes (a Reply is immutable).
         self._seen: dict[bytes, Reply] = {}
@@ -136,6 +174,15 @@ class ReplyParser:
     def _add_line(self, line: bytes) -> Reply | None:
         match = _LINE.fullmatch(line)
         if match is None:
+            if not line and not self._lines:
+                # A stray line end between replies: skip a few in a row. Found here, off the
+                # path of good replies; the previous empty line was 1 or 2 bytes before.
+                in_a_row = self._start - self._empty_at <= 2
+                self._empty_lines = self._empty_lines + 1 if in_a_row else 1
+                self._empty_at = self._start
+                if self._empty_lines <= _MAX_EMPTY_LINES:
+                    return None
+                raise RemoteProtocolError(f"more than {_MAX_EMPTY_LINES} empty reply lines")
             raise RemoteProtocolError(f"malformed reply line: {line[:80]!r}")
         code_digits, separator, text = match.groups()
         code = int(code_digits)
@@ -146,16 +193,44 @@ class ReplyParser:
         if separator == b"" and text:
             raise RemoteProtocolError(f"malformed reply line: {code_digits + text!r}")
         self._code = code
-        self._lines.append(text.decode("utf-8", "replace"))
+        self._lines.append(_decode(text))
+        self._raw.append(text)
         if separator == b"-":
             if len(self._lines) >= self._max_lines:
                 raise RemoteProtocolError(f"reply longer than {self._max_lines} lines")
             return None
-        lines = tuple(self._lines)
-        self._code, self._lines = None, []
-        reply = Reply(code=code, lines=lines)
-        if len(lines) == 1:
+        reply = self._complete(code)
+        if len(reply.lines) == 1:
             if len(self._seen) >= _SEEN_REPLIES:
                 self._seen.clear()  # replies that differ each time (queue IDs) must not pile up
             self._seen[line] = reply
         return reply
+
+    def _complete(self, code: int) -> Reply:
+        reply = Reply(code=code, lines=tuple(self._lines), raw=b"\n".join(self._raw))
+        self._code, self._lines, self._raw = None, [], []
+        return reply
+
+    def last_words(self) -> Reply | None:
+        """The reply cut short when the server closed mid-line (``421 Bye`` and no CR LF).
+
+        Whatever complete lines it had, plus the unfinished one if it reads as a reply line;
+        None when the unparsed bytes are not the start of a reply. Never raises.
+        """
+        tail = bytes(self._buffer[self._start :]).rstrip(b"\r")
+        match = _LINE.fullmatch(tail) if tail else None
+        if match is not None and (self._code is None or int(match.group(1)) == self._code):
+            self._code = int(match.group(1))
+            self._lines.append(_decode(match.group(3)))
+            self._raw.append(match.group(3))
+        if self._code is None:
+            return None
+        return self._complete(self._code)
+
+
+def _decode(text: bytes) -> str:
+    """UTF-8, else Latin-1: lossless either way, and always printable (no lone surrogates)."""
+    try:
+        return text.decode()
+    except UnicodeDecodeError:
+        return text.decode("latin-1")

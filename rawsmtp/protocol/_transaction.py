@@ -7,24 +7,40 @@ chunks, when the client says the server is ready for it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import TYPE_CHECKING, Generic, Literal, cast
 
 from .._errors import LocalProtocolError
 from . import _commands
 
-__all__ = ["Transaction"]
+if TYPE_CHECKING:  # a default for the type checker only; no runtime dependency
+    from typing_extensions import TypeVar
+
+    TagT = TypeVar("TagT", default=object)
+    NewTagT = TypeVar("NewTagT")
+else:
+    from typing import TypeVar
+
+    TagT = TypeVar("TagT")
+    NewTagT = TypeVar("NewTagT")
+
+__all__ = ["TagT", "Transaction"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
-class Transaction:
+class Transaction(Generic[TagT]):
     """A message's envelope. Invalid input raises :class:`LocalProtocolError` here, at once.
 
     ``size`` is the message size for the SIZE parameter (and the check against the server's
     limit); ``body`` is the BODY parameter; ``smtputf8`` asks for SMTPUTF8 (needed for non-ASCII
     addresses). ``ret``, ``envid``, ``notify`` (applied to every recipient) and ``orcpt`` are DSN
     requests (RFC 3461), sent only when the server offers DSN. ``requiretls`` (RFC 8689) fails
-    the message unless the server offers REQUIRETLS over TLS. ``tag`` is the driver's own handle.
-    Transactions compare by identity.
+    the message unless the server offers REQUIRETLS over TLS. ``tag`` is the driver's own handle,
+    returned on every event about the transaction: ``Transaction[Job]`` (with a
+    ``ClientConnection[Job]``) types it, so a driver reads ``event.transaction.tag`` as a
+    ``Job`` without a cast; a bare ``Transaction`` has an ``object`` tag. Write
+    ``Transaction(..., tag=job)`` and let the type be inferred: on Python 3.11 calling the
+    subscripted class fails, as for any frozen slotted dataclass. Transactions compare by
+    identity.
     """
 
     mail_from: str
@@ -37,7 +53,7 @@ class Transaction:
     notify: frozenset[str] | None = None
     orcpt: bool = False
     requiretls: bool = False
-    tag: object = field(default=None, repr=False)
+    tag: TagT = field(default=cast("TagT", None), repr=False)
     # RCPT lines by ``dsn``, serialised once per envelope: derive() hands its copies this same
     # dict, since their recipients and DSN options are the prototype's.
     _rcpt_lines: dict[bool, tuple[bytes, ...]] = field(default_factory=dict, init=False, repr=False)
@@ -62,8 +78,8 @@ class Transaction:
         size: int | None,
         body: Literal["7BIT", "8BITMIME", "BINARYMIME"] | None,
         smtputf8: bool,
-        tag: object,
-    ) -> Transaction:
+        tag: NewTagT,
+    ) -> Transaction[NewTagT]:
         """This envelope for another message: a copy with its own size, body type and tag.
 
         The addresses and DSN options were validated when this transaction was made, so only
@@ -72,7 +88,7 @@ class Transaction:
         _check_size(size)
         if body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
             raise LocalProtocolError(f"invalid BODY: {body!r}")
-        copy = object.__new__(Transaction)
+        copy: Transaction[NewTagT] = object.__new__(Transaction)
         for name in _SHARED_FIELDS:
             object.__setattr__(copy, name, getattr(self, name))
         object.__setattr__(copy, "size", size)

@@ -300,6 +300,70 @@ def test_timers_name_the_phase() -> None:
     assert isinstance(closed.error, TimeoutError)
 
 
+def dribble(client: ClientConnection, data: bytes, start: float, step: float) -> float:
+    """Feed ``data`` one byte every ``step`` seconds from ``start``; return the last time."""
+    now = start
+    for index in range(len(data)):
+        now = start + index * step
+        client.handle_timer(now)
+        client.receive_data(data[index : index + 1], now=now)
+    return now
+
+
+def test_a_dribbled_greeting_times_out_at_its_deadline() -> None:
+    """Bytes that never complete a reply do not extend its deadline (RFC 5321 4.5.3.2)."""
+    session = Session(greeting_timeout=5.0)
+    endless = b"220-hello\r\n" * 10
+    # A byte every 0.05 s: 4.95 s of greeting lines, never the last one.
+    last = dribble(session.client, endless[:100], 0.0, 0.05)
+    assert last < 5.0 and session.events() == [] and session.client.get_timer() == 5.0
+    session.client.handle_timer(5.0)
+    [closed] = session.events()
+    assert isinstance(closed, ConnectionClosed) and isinstance(closed.error, SMTPTimeoutError)
+    assert closed.error.phase == "greeting" and closed.error.command == "greeting"
+
+
+def test_a_dribbled_ehlo_continuation_times_out_at_its_deadline() -> None:
+    session = Session(command_timeout=3.0)
+    session.client.receive_data(b"220 mx.test\r\n", now=1.0)
+    [greeting] = session.events()
+    assert isinstance(greeting, Greeting)
+    assert session.client.data_to_send(now=1.5) == b"EHLO client.test\r\n"
+    assert session.client.get_timer() == 4.5  # counted from when EHLO was handed out
+    dribble(session.client, b"250-mx.test\r\n" + b"250-X\r\n" * 20, 2.0, 0.01)
+    assert session.events() == [] and session.client.get_timer() == 4.5
+    session.client.handle_timer(4.4)
+    assert session.events() == []
+    session.client.handle_timer(4.5)
+    [closed] = session.events()
+    assert isinstance(closed, ConnectionClosed) and isinstance(closed.error, SMTPTimeoutError)
+    assert closed.error.phase == "command" and closed.error.command == "EHLO"
+
+
+def test_each_pipelined_reply_gets_its_own_deadline() -> None:
+    """A complete reply starts the next one's clock; a partial one does not."""
+    session = Session(command_timeout=10.0)
+    session.ready()
+    session.client.send_mail(tx())
+    session.client.data_to_send(now=100.0)
+    assert session.client.get_timer() == 110.0  # MAIL's reply
+    session.client.receive_data(b"250 ok\r\n25", now=108.0)
+    assert session.client.get_timer() == 118.0  # RCPT's, from when MAIL's was complete
+    session.client.receive_data(b"0 ok\r\n354 ", now=117.0)
+    assert session.client.get_timer() == 127.0  # DATA's
+    session.client.receive_data(b"go\r\n", now=126.0)
+    assert session.client.get_timer() is None  # the body is ours to send: nothing awaited
+
+
+def test_an_idle_session_keeps_no_stale_clock() -> None:
+    session = Session(command_timeout=10.0)
+    session.ready()
+    session.client.receive_data(b"25", now=50.0)  # stray bytes while nothing is awaited
+    session.client.send_mail(tx())
+    session.client.data_to_send(now=500.0)
+    assert session.client.get_timer() == 510.0
+
+
 def test_data_timeout_applies_to_the_final_reply() -> None:
     session = Session(command_timeout=5.0, data_timeout=100.0)
     session.ready()
@@ -358,7 +422,7 @@ def test_chunking_sends_bdat_and_rsets_after_a_failure() -> None:
     session.client.send_mail(after)
     assert session.sent() == b"MAIL FROM:<from@test>\r\nRCPT TO:<to@test>\r\n"
     session.body(message, b"a\n.b")
-    assert session.sent() == b"BDAT 5 LAST\r\na\r\n.b"
+    assert session.sent() == b"BDAT 7 LAST\r\na\r\n.b\r\n"
     failed, next_body = session.server(b"250 ok\r\n250 ok\r\n554 5.6.0 bad content\r\n")
     assert isinstance(failed, MessageFailed) and failed.error.code == 554  # type: ignore[attr-defined]
     assert isinstance(next_body, SendBody) and next_body.transaction is after
@@ -379,12 +443,40 @@ def test_chunking_success() -> None:
 def test_capabilities_are_checked_before_anything_is_written() -> None:
     session = Session()
     session.ready()
-    with pytest.raises(SMTPCapabilityError, match="SMTPUTF8"):
-        session.client.send_mail(tx("jörg@test", smtputf8=True))
-    with pytest.raises(SMTPCapabilityError, match="SIZE"):
-        session.client.send_mail(tx(size=1001))
-    assert session.sent() == b""
+    utf8, big = tx("jörg@test", smtputf8=True), tx(size=1001)
+    session.client.send_mail(utf8)
+    session.client.send_mail(big)
+    assert session.sent() == b"" and session.events() == []  # never inside send_mail()
+    assert session.client.get_timer() == 0.0  # but due at once
+    session.client.handle_timer(0.0)
+    first, second = session.events()
+    assert isinstance(first, MessageFailed) and first.transaction is utf8
+    assert isinstance(first.error, SMTPCapabilityError) and "SMTPUTF8" in str(first.error)
+    assert isinstance(second, MessageFailed) and second.transaction is big
+    assert isinstance(second.error, SMTPCapabilityError) and "SIZE" in str(second.error)
+    assert session.sent() == b"" and session.client.get_timer() is None
     assert issubclass(SMTPCapabilityError, ValueError)
+
+
+@pytest.mark.parametrize("release", ["timer", "reply", "lost"])
+def test_capability_failure_without_pipelining_lets_the_next_message_go(release: str) -> None:
+    """Without PIPELINING, the message after a refused one is written as soon as the failure
+    is reported, whatever reports it."""
+    session = Session()
+    session.ready(b"250-mx.test\r\n250 SIZE 100\r\n")
+    big, small = tx(size=101), tx("b@test", size=10)
+    session.client.send_mail(big)
+    if release == "reply":  # any bytes, even a partial reply
+        events = session.server(b"250-partial")
+    else:
+        session.client.handle_timer(1.0) if release == "timer" else session.client.connection_lost()
+        events = session.events()
+    assert isinstance(events[0], MessageFailed) and events[0].transaction is big
+    if release == "lost":
+        assert isinstance(events[1], ConnectionClosed) and events[1].unsent == ()
+        return
+    session.client.send_mail(small)
+    assert session.sent() == b"MAIL FROM:<from@test> SIZE=10\r\n"
 
 
 def test_capabilities_of_messages_queued_before_ehlo() -> None:
@@ -637,3 +729,69 @@ def test_transactions_in_progress_counts_until_each_outcome_is_reported() -> Non
     assert session.client.transactions_in_progress == 1
     session.server(b"250 ok\r\n550 no\r\n554 no valid recipients\r\n")
     assert session.client.transactions_in_progress == 0
+
+
+def test_stray_empty_lines_before_the_greeting_and_after_ehlo_are_skipped() -> None:
+    session = Session()
+    [greeting] = session.server(b"\r\n220 mx.test\r\n")
+    assert isinstance(greeting, Greeting)
+    session.sent()
+    [ready] = session.server(b"250-mx.test\r\n250 PIPELINING\r\n\r\n")
+    assert isinstance(ready, Ready) and ready.extensions.pipelining
+
+
+def test_last_words_before_the_server_closes_mid_line_are_kept() -> None:
+    session = Session()
+    session.ready()
+    message = tx()
+    session.client.send_mail(message)
+    session.sent()
+    session.server("421 4.3.2 Прощай".encode())
+    [closed] = session.server(b"")
+    assert isinstance(closed, ConnectionClosed) and isinstance(closed.error, SMTPResponseError)
+    assert closed.error.code == 421 and closed.error.enhanced_code == "4.3.2"
+    assert closed.error.response == "4.3.2 Прощай"
+    assert closed.error.response_bytes == "4.3.2 Прощай".encode()
+    assert closed.unsent == (message,)  # refused, like a complete 421
+
+
+def test_a_cut_reply_of_another_code_is_kept_on_the_disconnection_error() -> None:
+    session = Session()
+    session.server(b"220 hi\r\n")
+    session.server(b"554-5.7.1 go away\r\n554 and st")
+    [closed] = session.server(b"")
+    assert isinstance(closed.error, SMTPDisconnectedError)
+    assert closed.error.code == 554 and closed.error.command == "EHLO"
+    assert closed.error.response == "5.7.1 go away\nand st"
+
+
+def test_errors_keep_the_reply_bytes_and_decode_them_losslessly() -> None:
+    session = Session()
+    session.ready()
+    message = tx()
+    session.client.send_mail(message)
+    session.sent()
+    [failed] = session.server(b"550 5.1.0 caf\xe9 refus\xe9\r\n550 no\r\n554 no\r\n")
+    assert isinstance(failed, MessageFailed) and isinstance(failed.error, SMTPResponseError)
+    assert failed.error.response_bytes == b"5.1.0 caf\xe9 refus\xe9"
+    assert failed.error.response == "5.1.0 café refusé"  # Latin-1, as it is not UTF-8
+
+
+def test_repr_shows_state_and_traffic() -> None:
+    session = Session()
+    assert repr(session.client) == "<ClientConnection state=GREETING pending=1 queued=0>"
+    session.ready(b"250 mx.test\r\n")  # no PIPELINING
+    session.client.send_mail(tx())
+    session.client.send_mail(tx())
+    assert repr(session.client) == "<ClientConnection state=READY pending=1 queued=1>"
+
+
+def test_every_state_change_is_checked_against_the_table() -> None:
+    from rawsmtp.protocol._state import _TRANSITIONS
+
+    assert set(_TRANSITIONS) == set(State)
+    assert all(State.CLOSED in targets for state, targets in _TRANSITIONS.items() if targets)
+    session = Session()
+    with pytest.raises(AssertionError, match="no transition from GREETING to READY"):
+        session.client._enter(State.READY)  # a core bug, not a caller's mistake
+    assert session.client.state is State.GREETING

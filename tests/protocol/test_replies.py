@@ -60,7 +60,8 @@ def test_enhanced_code_needs_the_right_shape(line: bytes) -> None:
         b"2500 four digits\r\n",
         b"abc text\r\n",
         b"250x text\r\n",
-        b"\r\n",
+        b"250-first\r\n\r\n250 an empty line inside a reply\r\n",
+        b"\r\n" * 9 + b"220 too many empty lines first\r\n",
         b"250-first\r\n251 second code\r\n",
     ],
 )
@@ -84,9 +85,53 @@ def test_line_count_limit() -> None:
     assert len(parse_all(b"250-a\r\n250-b\r\n250 c\r\n", max_lines=3)[0].lines) == 3
 
 
-def test_non_utf8_text_does_not_crash() -> None:
-    [reply] = parse_all(b"250 caf\xe9\r\n")
-    assert reply.code == 250 and reply.text == "caf\ufffd"
+def test_non_utf8_text_is_kept_whole() -> None:
+    """Latin-1 when not UTF-8: every byte survives, as a printable string; raw keeps them."""
+    [reply] = parse_all(b"250-caf\xe9\r\n250 \xd0\x9f\xd1\x80\xd0\xb8\r\n")
+    assert reply.code == 250 and reply.lines == ("caf\xe9", "При")
+    assert reply.raw == b"caf\xe9\n\xd0\x9f\xd1\x80\xd0\xb8"
+    assert "\ufffd" not in reply.text
+    assert reply.text.encode("utf-8")  # no lone surrogates to trip a log handler
+
+
+@pytest.mark.parametrize("stray", [b"\r\n", b"\n", b"\r\n\n\r\n" + b"\n" * 5])
+def test_a_few_empty_lines_between_replies_are_skipped(stray: bytes) -> None:
+    data = stray + b"220 hi\r\n" + stray + b"250-mx\r\n250 SIZE 10\r\n" + stray + b"250 ok\r\n"
+    replies = parse_all(data)
+    assert [r.code for r in replies] == [220, 250, 250]
+    assert replies[1].lines == ("mx", "SIZE 10")
+
+
+def test_empty_lines_are_counted_in_a_row_only() -> None:
+    """A server that adds an empty line after every reply works for a whole session."""
+    assert len(parse_all(b"250 ok\r\n\r\n" * 100)) == 100
+
+
+@pytest.mark.parametrize(
+    ("tail", "code", "lines"),
+    [
+        (b"421 \xd0\x9f\xd1\x80\xd0\xbe\xd1\x89\xd0\xb0\xd0\xb9", 421, ("Прощай",)),
+        (b"421-4.3.2 going\r\n421 do", 421, ("4.3.2 going", "do")),
+        (b"421-4.3.2 going\r\n", 421, ("4.3.2 going",)),
+        (b"421-4.3.2 going\r\n550 x", 421, ("4.3.2 going",)),  # a line of another code: cut
+        (b"421\r", 421, ("",)),
+    ],
+)
+def test_last_words_of_a_server_that_closes_mid_line(
+    tail: bytes, code: int, lines: tuple[str, ...]
+) -> None:
+    parser = ReplyParser()
+    parser.feed(tail)
+    assert parser.next_reply() is None
+    reply = parser.last_words()
+    assert reply is not None and reply.code == code and reply.lines == lines
+
+
+@pytest.mark.parametrize("tail", [b"", b"garbage", b"42", b"\r\n"])
+def test_no_last_words(tail: bytes) -> None:
+    parser = ReplyParser()
+    parser.feed(tail)
+    assert parser.next_reply() is None and parser.last_words() is None
 
 
 def test_buffered_counts_unparsed_bytes() -> None:
