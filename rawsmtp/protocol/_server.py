@@ -14,7 +14,6 @@ lines, SASL responses, DATA content, BDAT chunks), ``_VERBS`` maps a verb to its
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 from collections import deque
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from .._errors import LocalProtocolError, RemoteProtocolError, SMTPDisconnectedError, SMTPError
 from ._data import decode_data
 from ._events import NEED_DATA, NeedData
-from ._server_auth import SASLCredentials, SASLRefusal, ServerMechanism, Step
+from ._server_auth import SASLCredentials, SASLRefusal, ServerMechanism, Step, decode_response
 from ._server_commands import (
     Envelope,
     parse_bdat,
@@ -293,7 +292,7 @@ class ServerConnection:
         answer = raw.rstrip(b"\r\n").decode("ascii", "replace")
         if answer == "*":
             self._reject("AUTH", name, "501 5.7.0 Authentication aborted")
-        elif (decoded := _b64decode(answer)) is None:
+        elif (decoded := decode_response(answer)) is None:
             self._reject("AUTH", name, "501 5.5.2 Cannot decode response")
         else:
             self._auth_step(name, mechanism.step(decoded))
@@ -380,7 +379,7 @@ class ServerConnection:
         words = argument.split()
         name = words[0].upper() if words else ""
         factory = self.config.mechanisms.get(name)
-        initial = _b64decode(words[1]) if len(words) == 2 else None
+        initial = decode_response(words[1]) if len(words) == 2 else None
         if "AUTH" not in self._keywords:
             self._reject(verb, argument, _NOT_IMPLEMENTED)
         elif self.auth_user is not None:
@@ -591,15 +590,6 @@ _SIMPLE_REPLIES = {
     "VRFY": "252 2.0.0 Cannot VRFY user, but will accept message",
     "HELP": "214 2.0.0 See RFC 5321",
 }
-
-
-def _b64decode(text: str) -> bytes | None:
-    if text == "=":
-        return b""
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 def _rcpt_event(argument: str, envelope: Envelope) -> RcptTo | str:

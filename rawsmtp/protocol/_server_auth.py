@@ -7,10 +7,19 @@ base64, the ``*`` cancel and the line limit; mechanisms only see raw bytes.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["SASLCredentials", "SASLRefusal", "ServerLogin", "ServerMechanism", "ServerPlain"]
+__all__ = [
+    "SASLCredentials",
+    "SASLRefusal",
+    "ServerLogin",
+    "ServerMechanism",
+    "ServerPlain",
+    "decode_response",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +47,16 @@ class ServerMechanism(Protocol):
     def step(self, response: bytes | None) -> Step:
         """The client's decoded response (None: AUTH had no initial response) -> next step."""
         ...
+
+
+def decode_response(text: str) -> bytes | None:
+    """A base64 SASL response (``=`` is the empty one); None when it is not base64."""
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _text(data: bytes) -> str:

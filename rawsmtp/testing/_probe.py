@@ -199,35 +199,41 @@ def _pipelining(target: _Target) -> Verdict:
     return (status, f"reply codes {codes}")
 
 
-def _extension(keyword: str, mail: str) -> Callable[[_Target], Verdict]:
-    """An extension advertised, and whether MAIL with its parameter is accepted."""
+def _offered(
+    keyword: str, exchange: Callable[[_Target, _Link], Reply]
+) -> Callable[[_Target], Verdict]:
+    """An extension advertised, and whether ``exchange`` (which uses it) is accepted; RSET."""
 
     def check(target: _Target) -> Verdict:
         if keyword not in target.keywords:
-            return ("no", "")
+            return "no", ""
         link, _ = target.connect()
         try:
-            reply = link.command(f"MAIL FROM:<{target.sender}> {mail}")
+            reply = exchange(target, link)
             link.command("RSET")
         finally:
             link.close()
-        status = "yes" if reply.is_success else "advertised, refused"
-        return (status, _short(reply))
+        return ("yes" if reply.is_success else "advertised, refused"), _short(reply)
 
     return check
 
 
-def _smtputf8(target: _Target) -> Verdict:
-    if "SMTPUTF8" not in target.keywords:
-        return ("no", "")
-    link, _ = target.connect()
-    try:
-        reply = link.command("MAIL FROM:<prøbe@exämple.invalid> SMTPUTF8")
-        link.command("RSET")
-    finally:
-        link.close()
-    status = "yes" if reply.is_success else "advertised, refused"
-    return (status, _short(reply))
+def _mail_with(parameters: str, sender: str | None = None) -> Callable[[_Target, _Link], Reply]:
+    def exchange(target: _Target, link: _Link) -> Reply:
+        return link.command(
+            f"MAIL FROM:<{target.sender if sender is None else sender}> {parameters}"
+        )
+
+    return exchange
+
+
+def _bdat_chunk(target: _Target, link: _Link) -> Reply:
+    target.envelope(link)
+    link.send(b"BDAT 7\r\nprobe\r\n")  # not LAST: nothing is delivered
+    reply = link.reply()
+    if reply is None:
+        raise TimeoutError("no reply to BDAT")
+    return reply
 
 
 def _size(target: _Target) -> Verdict:
@@ -377,20 +383,6 @@ def _rset_noop(target: _Target) -> Verdict:
     return ("ok" if ok else "broken", f"codes {codes}")
 
 
-def _chunking(target: _Target) -> Verdict:
-    if "CHUNKING" not in target.keywords:
-        return ("no", "")
-    link, _ = target.connect()
-    try:
-        target.envelope(link)
-        reply = link.command("BDAT 6\r\nprobe\n")  # not LAST: nothing is delivered
-        link.command("RSET")
-    finally:
-        link.close()
-    status = "yes" if reply.is_success else "advertised, refused"
-    return (status, _short(reply))
-
-
 def _failed_bdat(target: _Target) -> Verdict:
     """BDAT with no transaction: are its octets read as the chunk, or as commands?"""
     link, _ = target.connect()
@@ -414,12 +406,12 @@ _CHECKS: list[tuple[str, Callable[[_Target], Verdict]]] = [
     ("greeting+ehlo", _greeting),
     ("helo", _helo),
     ("pipelining", _pipelining),
-    ("chunking", _chunking),
+    ("chunking", _offered("CHUNKING", _bdat_chunk)),
     ("failed bdat", _failed_bdat),
     ("size", _size),
-    ("smtputf8", _smtputf8),
-    ("8bitmime", _extension("8BITMIME", "BODY=8BITMIME")),
-    ("dsn", _extension("DSN", "RET=HDRS ENVID=rawsmtp+2Bprobe")),
+    ("smtputf8", _offered("SMTPUTF8", _mail_with("SMTPUTF8", "prøbe@exämple.invalid"))),
+    ("8bitmime", _offered("8BITMIME", _mail_with("BODY=8BITMIME"))),
+    ("dsn", _offered("DSN", _mail_with("RET=HDRS ENVID=rawsmtp+2Bprobe"))),
     ("enhancedstatuscodes", _enhanced),
     ("starttls", _starttls),
     ("auth before tls", _auth(tls=False)),
