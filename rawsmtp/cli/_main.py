@@ -1,6 +1,6 @@
 """The ``rawsmtp`` command line's entry point: the argument parser and the exit statuses.
 
-Each command lives in its own module (``_send``, ``_verify``, ``_demo``); what they share (the
+Each command lives in its own module (``_send``, ``_verify``, ``_demo``, ``_probe``); what they share (the
 console, usage errors, connection arguments) is in ``_console``.
 """
 
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from .. import __version__
-from . import _demo, _send, _verify
+from . import _demo, _probe, _send, _verify
 from ._console import Console, UsageError
 
 __all__ = ["main"]
@@ -101,6 +101,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--count", type=_positive_int, default=200, metavar="N")
     demo.set_defaults(handler=_demo.command)
+    _probe.add_parser(commands)
     return parser
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import re
 import ssl
@@ -18,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ..protocol import decode_data
+from ..protocol._server_auth import decode_response
 from ._config import Settings
 from ._faults import DEFAULT_CLOSE_REPLY, Fault, FaultContext
 from ._input import Input, LineTooLong
@@ -310,7 +310,7 @@ class Session:
         elif mechanism not in self.settings.mechanisms or mechanism not in exchanges:
             await self._error("504 5.5.4 Unsupported authentication mechanism")
         else:
-            initial = _b64decode(words[1]) if len(words) == 2 else None
+            initial = decode_response(words[1]) if len(words) == 2 else None
             if len(words) == 2 and initial is None:
                 await self._error("501 5.5.2 Cannot decode initial response")
                 return
@@ -329,7 +329,7 @@ class Session:
         if answer == "*":
             await self._error("501 5.7.0 Authentication aborted")
             return None
-        decoded = _b64decode(answer)
+        decoded = decode_response(answer)
         if decoded is None:
             await self._error("501 5.5.2 Cannot decode response")
         return decoded
@@ -525,12 +525,3 @@ class Session:
             chunked=chunked,
             connection=self.number,
         )
-
-
-def _b64decode(text: str) -> bytes | None:
-    if text == "=":
-        return b""
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
