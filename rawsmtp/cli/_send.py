@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._result import SendResult
+from ..config import EnvelopeDict
 from ..pool._selectors import SMTPPool
 from ..protocol import SMTPRecipientsRefusedError, validate_address
 from ._console import Console, UsageError, connection_kwargs, usage_errors
@@ -39,7 +40,7 @@ class Job:
     """One message to send: ``load()`` gives its bytes and envelope (None: from the headers)."""
 
     label: str
-    load: Callable[[], tuple[bytes, dict[str, Any] | None]]
+    load: Callable[[], tuple[bytes, EnvelopeDict | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,7 @@ def _header_addresses(data: bytes, *names: str) -> list[str]:
 
 def envelope_for(
     data: bytes, mail_from: str | None, rcpt_to: list[str] | None
-) -> dict[str, Any] | None:
+) -> EnvelopeDict | None:
     """The envelope when --from or --to is given (the other part from the headers), else None."""
     if mail_from is None and not rcpt_to:
         return None
@@ -101,15 +102,15 @@ def envelope_for(
         senders = _header_addresses(data, "sender") or _header_addresses(data, "from")
         sender = senders[0] if senders else None
     recipients = rcpt_to or _header_addresses(data, "to", "cc", "bcc")
-    envelope: dict[str, Any] = {"to": recipients}
+    envelope: EnvelopeDict = {"to": recipients}
     if sender is not None:
         envelope["from"] = sender  # else the pool reports the missing sender for this message
     return envelope
 
 
 def _jobs(paths: list[str], mail_from: str | None, rcpt_to: list[str] | None) -> list[Job]:
-    def loader(path: str) -> Callable[[], tuple[bytes, dict[str, Any] | None]]:
-        def load() -> tuple[bytes, dict[str, Any] | None]:
+    def loader(path: str) -> Callable[[], tuple[bytes, EnvelopeDict | None]]:
+        def load() -> tuple[bytes, EnvelopeDict | None]:
             data = sys.stdin.buffer.read() if path == STDIN else Path(path).read_bytes()
             return data, envelope_for(data, mail_from, rcpt_to)
 
