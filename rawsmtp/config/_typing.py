@@ -9,16 +9,16 @@ Nothing here checks a value at run time: the option table does that.
 
 from __future__ import annotations
 
+import email.message  # for the type only; a few ms, and the aliases below are real objects
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict
 
-if TYPE_CHECKING:
-    import email.message
-    import ssl
+from .._message import Envelope
+from ..auth import Credentials
 
-    from .._message import Envelope
-    from ..auth import Credentials
+if TYPE_CHECKING:
+    import ssl  # imported when a TLS option is used, not before (see _tls)
 
 __all__ = [
     "AuthInput",
@@ -30,7 +30,7 @@ __all__ = [
     "PoolOptions",
 ]
 
-AuthInput: TypeAlias = "Credentials | tuple[str, str] | dict[str, Any]"
+AuthInput: TypeAlias = Credentials | tuple[str, str] | dict[str, Any]
 """What ``auth=`` accepts: Credentials, ``(user, password)``, or a dict of Credentials' fields."""
 
 
@@ -97,24 +97,25 @@ class DSNDict(TypedDict, total=False):
     orcpt: bool
 
 
-# Functional syntax: "from" is a Python keyword.
-EnvelopeDict = TypedDict(
-    "EnvelopeDict",
-    {
-        "from": str,
-        "to": str | list[str] | tuple[str, ...],
-        "cc": str | list[str] | tuple[str, ...],
-        "bcc": str | list[str] | tuple[str, ...],
-        "dsn": DSNDict,
-        "requiretls": bool,
-        "requireTLS": bool,
-    },
-    total=False,
-)
-EnvelopeDict.__doc__ = """Nodemailer's envelope shape for ``send(message, envelope)``.
+# "from" is a Python keyword, so it needs the functional syntax; the rest reads as a class.
+_EnvelopeFrom = TypedDict("_EnvelopeFrom", {"from": str}, total=False)
 
-``from`` is needed ("" for the null sender); ``to``, ``cc`` and ``bcc`` are an address or a list.
-"""
+_Addresses: TypeAlias = str | list[str] | tuple[str, ...]
+
+
+class EnvelopeDict(_EnvelopeFrom, total=False):
+    """Nodemailer's envelope shape for ``send(message, envelope)``.
+
+    ``from`` is needed ("" for the null sender); ``to``, ``cc`` and ``bcc`` are an address or a
+    list of them; ``requiretls`` (or ``requireTLS``) asks for RFC 8689 REQUIRETLS.
+    """
+
+    to: _Addresses
+    cc: _Addresses
+    bcc: _Addresses
+    dsn: DSNDict
+    requiretls: bool
+    requireTLS: bool
 
 
 class BinaryReadable(Protocol):
@@ -124,10 +125,9 @@ class BinaryReadable(Protocol):
 
 
 MessageInput: TypeAlias = (
-    "bytes | bytearray | memoryview | str | email.message.Message | BinaryReadable"
-    " | Iterable[bytes]"
+    bytes | bytearray | memoryview | str | email.message.Message | BinaryReadable | Iterable[bytes]
 )
 """What ``send()`` accepts as the message (see :mod:`rawsmtp._message`)."""
 
-EnvelopeInput: TypeAlias = "Envelope | EnvelopeDict | None"
+EnvelopeInput: TypeAlias = Envelope | EnvelopeDict | None
 """``send()``'s envelope: an Envelope, a Nodemailer-shaped dict, or None (from the headers)."""
