@@ -9,16 +9,18 @@ Nothing here checks a value at run time: the option table does that.
 
 from __future__ import annotations
 
-import email.message  # for the type only; a few ms, and the aliases below are real objects
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict, Union
 
 from .._message import Envelope
 from ..auth import Credentials
 
 if TYPE_CHECKING:
-    import ssl  # imported when a TLS option is used, not before (see _tls)
+    # Neither is imported with rawsmtp (tests/test_imports.py): ssl comes with a TLS option
+    # (see _tls), email.message with a Message.
+    import email.message
+    import ssl
 
 __all__ = [
     "AuthInput",
@@ -124,9 +126,11 @@ class BinaryReadable(Protocol):
     def read(self, size: int, /) -> bytes: ...
 
 
-MessageInput: TypeAlias = (
-    bytes | bytearray | memoryview | str | email.message.Message | BinaryReadable | Iterable[bytes]
-)
+# A real object (the aliases are imported at run time), with Message as a forward reference:
+# Union, since "|" takes no string.
+MessageInput: TypeAlias = Union[
+    bytes, bytearray, memoryview, str, "email.message.Message", BinaryReadable, Iterable[bytes]
+]
 """What ``send()`` accepts as the message (see :mod:`rawsmtp._message`)."""
 
 EnvelopeInput: TypeAlias = Envelope | EnvelopeDict | None
