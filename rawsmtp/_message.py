@@ -53,6 +53,20 @@ class Envelope:
     requiretls: bool = False
     _prototype: Transaction = field(init=False, repr=False, compare=False)
 
+    if TYPE_CHECKING:  # what __init__ accepts, which __post_init__ normalises (type only)
+
+        def __init__(
+            self,
+            *,
+            mail_from: str,
+            rcpt_to: str | Iterable[str],
+            ret: Literal["FULL", "HDRS"] | None = None,
+            envid: str | None = None,
+            notify: Iterable[str] | None = None,
+            orcpt: bool = False,
+            requiretls: bool = False,
+        ) -> None: ...
+
     def __post_init__(self) -> None:
         if isinstance(self.rcpt_to, str):
             object.__setattr__(self, "rcpt_to", (self.rcpt_to,))

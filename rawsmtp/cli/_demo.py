@@ -14,6 +14,7 @@ import email.utils
 import sys
 from typing import Any
 
+from ..config import EnvelopeDict
 from ..pool._selectors import SMTPPool
 from ..testing import SMTPTestServer
 from ._console import Console
@@ -42,7 +43,7 @@ def demo_message(number: int, count: int) -> bytes:
 
 
 def _job(number: int, count: int) -> Job:
-    def load() -> tuple[bytes, dict[str, Any] | None]:
+    def load() -> tuple[bytes, EnvelopeDict | None]:
         return demo_message(number, count), None
 
     return Job(f"message {number}", load)

@@ -62,8 +62,9 @@ def _build_parser() -> argparse.ArgumentParser:
     send = commands.add_parser(
         "send",
         help="send .eml files, directories or maildirs, or stdin (-)",
-        description="Send messages through one pool. Exit status: 0 all sent, 1 any failed, "
-        "2 usage error.",
+        description="Send messages through one pool. Ctrl-C stops taking files and lets those "
+        "in flight finish; a second Ctrl-C abandons them. Exit status: 0 all sent, 1 any "
+        "failed, 2 usage error, 130 interrupted.",
     )
     _add_connection_arguments(send)
     send.add_argument("--from", dest="mail_from", metavar="ADDR", help="envelope sender")
@@ -83,6 +84,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--rate-limit", type=_positive_int, metavar="N", help="start at most N messages a second"
     )
     send.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+    send.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="append each delivered file to FILE and skip the files FILE names (resumable runs)",
+    )
     send.add_argument("paths", nargs="+", metavar="PATH", help=".eml file, directory or -")
     send.set_defaults(handler=_send.command)
 

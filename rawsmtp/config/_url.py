@@ -9,10 +9,11 @@ build the ``tls`` dict. Checking the values is left to :func:`rawsmtp.config._op
 from __future__ import annotations
 
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from .._errors import SMTPConfigError
 from ._options import canonical_option, option_text_value, tls_text_value
+from ._typing import PoolOptions
 
 if TYPE_CHECKING:
     from ..pool._selectors import SMTPPool
@@ -105,7 +106,7 @@ def pool_kwargs(
 
 
 def create_transport(
-    url_or_options: str | dict[str, Any] | None = None, **overrides: Any
+    url_or_options: str | dict[str, Any] | None = None, **overrides: Unpack[PoolOptions]
 ) -> SMTPPool:
     """A pool from a URL (``"smtps://user:pw@host?maxConnections=3"``) or a dict of options."""
     from ..pool._selectors import (

@@ -15,10 +15,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Unpack
 
 from .._errors import SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
+from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
 from ._connection import Connection
 from ._engine import EngineFacade, PoolEngine, Submission
 
@@ -28,8 +29,8 @@ __all__ = ["SMTPPool"]
 class SMTPPool(EngineFacade):
     """An SMTP pool on the running asyncio loop (create and use it from one loop)."""
 
-    def __init__(self, **options: Any) -> None:
-        self._engine = PoolEngine(options, self)
+    def __init__(self, **options: Unpack[PoolOptions]) -> None:
+        self._engine = PoolEngine(dict(options), self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watched: dict[Connection, tuple[int, bool]] = {}  # fd, watching for writes
         self._timer: asyncio.TimerHandle | None = None
@@ -39,7 +40,7 @@ class SMTPPool(EngineFacade):
 
     # -- public API -----------------------------------------------------------------------------
 
-    async def send(self, message: Any, envelope: Any = None) -> SendResult:
+    async def send(self, message: MessageInput, envelope: EnvelopeInput = None) -> SendResult:
         """Send one message; returns its :class:`~rawsmtp.SendResult` or raises an SMTPError.
 
         Input that can never be sent raises a ``ValueError`` subclass at once. With

@@ -17,10 +17,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Unpack
 
 from .._errors import SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
+from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
 from ._connection import Connection
 from ._engine import EngineFacade, PoolEngine, Submission
 
@@ -30,8 +31,8 @@ __all__ = ["SMTPPool"]
 class SMTPPool(EngineFacade):
     """A pool of SMTP connections. Options are described in the README."""
 
-    def __init__(self, **options: Any) -> None:
-        self._engine = PoolEngine(options, self)
+    def __init__(self, **options: Unpack[PoolOptions]) -> None:
+        self._engine = PoolEngine(dict(options), self)
         # Actions for the loop; a new message is posted as itself (no closure per message).
         self._inbox: deque[Callable[[float], None] | Submission] = deque()
         self._inbox_lock = threading.Lock()
@@ -50,8 +51,8 @@ class SMTPPool(EngineFacade):
 
     def send(
         self,
-        message: Any,
-        envelope: Any = None,
+        message: MessageInput,
+        envelope: EnvelopeInput = None,
         *,
         block: bool = True,
         timeout: float | None = None,

@@ -10,10 +10,13 @@ from pathlib import Path
 __all__ = ["CA_FILE", "CERT_FILE", "DEFAULT_MAX_SIZE", "KEY_FILE", "Settings", "build_settings"]
 
 CERT_FILE = str(Path(__file__).with_name("cert.pem"))
+"""The test server's shipped certificate (PEM), used when ``tls`` or ``implicit_tls`` is on."""
 KEY_FILE = str(Path(__file__).with_name("key.pem"))
+"""The private key of :data:`CERT_FILE` (PEM, unencrypted: it protects nothing)."""
 # The shipped certificate is self-signed: it is its own CA (CN=localhost, SAN localhost and
 # 127.0.0.1), so a client trusts the test server with ssl.create_default_context(cafile=CA_FILE).
 CA_FILE = CERT_FILE
+"""The CA file a client trusts to verify the test server (its self-signed certificate)."""
 
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_LINE = 16384  # room for XOAUTH2 initial responses; RFC 5321 asks only 512

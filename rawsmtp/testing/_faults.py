@@ -132,6 +132,7 @@ class Fault:
 
 
 FaultPolicy = Callable[[FaultContext], "Fault | None"]
+"""A callable the server asks at each command: the :class:`Fault` to apply there, or None."""
 
 
 class ScriptedPolicy:

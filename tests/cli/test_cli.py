@@ -58,7 +58,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "demo", "--count", "20")
     assert status == 0
-    assert "sent 20, failed 0 of 20 messages" in out
+    assert "sent 20, failed 0, unknown 0, not attempted 0 of 20 messages" in out
     assert "server received 20 messages" in out
     assert "sample envelope: MAIL FROM:<demo@rawsmtp.test>" in out
     assert "Subject:  rawsmtp demo message" in out
@@ -106,7 +106,7 @@ def test_send_directory(
     lines = out.splitlines()
     for path, recipient in zip(paths, recipients, strict=True):
         assert any(line.startswith(f"OK {path} -> accepted [{recipient}]") for line in lines)
-    assert lines[-1].startswith("sent 3, failed 0 of 3 messages in ")
+    assert lines[-1].startswith("sent 3, failed 0, unknown 0, not attempted 0 of 3 messages in ")
     assert lines[-1].endswith("msg/s)")
 
 
@@ -144,7 +144,7 @@ def test_send_maildir_reads_cur_and_new(
     assert status == 0
     received = server.wait_for_messages(2)
     assert sorted(r for m in received for r in m.rcpt_to) == ["one@cli.test", "two@cli.test"]
-    assert "sent 2, failed 0 of 2" in out
+    assert "sent 2, failed 0, unknown 0, not attempted 0 of 2" in out
 
 
 def test_send_failing_recipient(
@@ -157,7 +157,7 @@ def test_send_failing_recipient(
     (fail,) = [line for line in out.splitlines() if line.startswith("FAIL")]
     assert fail.startswith(f"FAIL {bad}: SMTPRecipientsRefusedError 550 ")
     assert "5.1.1 no" in fail
-    assert "sent 1, failed 1 of 2 messages" in out
+    assert "sent 1, failed 1, unknown 0, not attempted 0 of 2 messages" in out
     assert [m.rcpt_to for m in server.wait_for_messages(1)] == [("good@cli.test",)]
 
 
@@ -364,7 +364,9 @@ def test_send_directory_to_postfix(
     argv = ["send", "--url", f"smtp://localhost:{servers.ports['postfix']}"]
     status, out, err = run(capsys, *argv, "--ca-file", servers.cafile, str(tmp_path / "outbox"))
     assert status == 0, out + err
-    assert out.splitlines()[-1].startswith("sent 3, failed 0 of 3 messages")
+    assert out.splitlines()[-1].startswith(
+        "sent 3, failed 0, unknown 0, not attempted 0 of 3 messages"
+    )
     for number, local in enumerate(localparts, 1):
         (raw,) = servers.mail.wait(local)
         assert f"Subject: message-{number}".encode() in raw
