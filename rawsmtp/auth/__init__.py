@@ -10,7 +10,7 @@ machine drives; see :class:`rawsmtp.protocol.SASLMechanism`.
 - ``_saslprep``: SASLprep (RFC 4013) of SCRAM user names and passwords
 - ``_channel_binding``: tls-server-end-point channel binding data from a server certificate
 - ``_oauth``: XOAUTH2, OAUTHBEARER
-- ``_select``: the mechanism preference order and the cleartext rule
+- ``_select``: the mechanism preference order, the fallbacks and the cleartext rule
 """
 
 from ._channel_binding import ChannelBinding, tls_server_end_point
@@ -19,7 +19,13 @@ from ._oauth import OAuthBearer, XOAuth2
 from ._password import CramMD5, Login, Plain
 from ._saslprep import saslprep
 from ._scram import MAX_ITERATIONS, Scram
-from ._select import KNOWN_MECHANISMS, check_auth_transport, is_loopback, select_mechanism
+from ._select import (
+    KNOWN_MECHANISMS,
+    check_auth_transport,
+    is_loopback,
+    select_mechanism,
+    select_mechanisms,
+)
 
 __all__ = [
     "KNOWN_MECHANISMS",
@@ -38,5 +44,6 @@ __all__ = [
     "is_loopback",
     "saslprep",
     "select_mechanism",
+    "select_mechanisms",
     "tls_server_end_point",
 ]

@@ -16,7 +16,7 @@ from .._errors import SMTPConnectionError
 from ..auth import (
     check_auth_transport,
     credentials_from,
-    select_mechanism,
+    select_mechanisms,
     tls_server_end_point,
 )
 from ..config._options import Options, make_options
@@ -89,7 +89,8 @@ def _renewable(options: Options) -> bool:
 
 
 def _authenticator(options: Options) -> Any:
-    """A function that builds the SASL mechanism for one attempt (run in a worker thread)."""
+    """A function that builds the SASL mechanisms for one attempt, the first and its fallbacks
+    (run in a worker thread)."""
     if options.auth is None:
         return None
     credentials = credentials_from(options.auth)
@@ -104,13 +105,13 @@ def _authenticator(options: Options) -> Any:
 
     def authenticate(
         core: ClientConnection, host: str, renew: bool, certificate: bytes | None
-    ) -> SASLMechanism:
+    ) -> tuple[SASLMechanism, ...]:
         check_auth_transport(host, core.tls, options.allow_insecure_auth)
         token = None
         if tokens is not None:
             token = tokens.renew(last_token.get(core)) if renew else tokens.token()
             last_token[core] = token
-        return select_mechanism(
+        return select_mechanisms(
             core.extensions.auth,
             credentials,
             preferred=options.auth_method,

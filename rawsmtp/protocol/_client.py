@@ -50,7 +50,7 @@ from ._events import (
 )
 from ._extensions import Extensions, parse_ehlo
 from ._replies import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_REPLY_LINES, Reply, ReplyParser
-from ._sasl import SASLMechanism
+from ._sasl import MECHANISM_REFUSED, SASLMechanism
 from ._transaction import Transaction
 
 __all__ = ["ClientConfig", "ClientConnection", "State"]
@@ -205,6 +205,7 @@ class ClientConnection:
         self._data_encoder = DataEncoder()  # every DATA message's, as it is reset by end()
         self._use_extensions(Extensions())
         self._mechanism: SASLMechanism | None = None
+        self._fallbacks: tuple[SASLMechanism, ...] = ()
         self._auth_error: SMTPAuthenticationError | None = None
         self._initial_response_due: bytes | None = None
         self._quit_requested = False
@@ -348,8 +349,12 @@ class ClientConnection:
             self._writer = None
             self._pump()
 
-    def authenticate(self, mechanism: SASLMechanism) -> None:
-        """Start an AUTH exchange; :class:`Authenticated` or :class:`AuthenticationFailed` follows."""
+    def authenticate(self, mechanism: SASLMechanism, *fallbacks: SASLMechanism) -> None:
+        """Start an AUTH exchange; :class:`Authenticated` or :class:`AuthenticationFailed` follows.
+
+        ``fallbacks`` are tried in turn while the server refuses the mechanism itself
+        (:data:`MECHANISM_REFUSED`), never after any other failure.
+        """
         self._require("authenticate")
         if self._queue or self._writer is not None or self._pending:
             raise LocalProtocolError("AUTH must not overlap transactions")
@@ -363,7 +368,7 @@ class ClientConnection:
             # Too long for the AUTH line: send it as the answer to the first, empty challenge.
             line = _commands.auth(mechanism.name, None)
             self._initial_response_due = initial
-        self._mechanism, self._auth_error = mechanism, None
+        self._mechanism, self._auth_error, self._fallbacks = mechanism, None, fallbacks
         self._state = State.AUTH
         self._write(line, (_Expect.AUTH, None, None), trace=f"AUTH {mechanism.name} <redacted>")
 
@@ -629,6 +634,9 @@ class ClientConnection:
             return
         self._state, self._mechanism = State.READY, None
         error = self._auth_error
+        if error is None and reply.code in MECHANISM_REFUSED and self._fallbacks:
+            self.authenticate(*self._fallbacks)
+            return
         if reply.code == 235 and error is None:
             try:
                 mechanism.complete()

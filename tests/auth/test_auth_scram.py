@@ -366,7 +366,7 @@ def test_pool_authenticator_binds_to_the_certificate(
 ) -> None:
     authenticate = _authenticator(make_options(host="mx.example", auth=("user", "pencil")))
     peer = der(certificate) if certificate else None
-    mechanism = authenticate(FakeCore(offered, tls=True), "mx.example", False, peer)
+    mechanism = authenticate(FakeCore(offered, tls=True), "mx.example", False, peer)[0]
     assert mechanism.name == name
     assert isinstance(mechanism, Scram)
     first = mechanism.initial_response()
