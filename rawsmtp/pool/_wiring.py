@@ -85,7 +85,7 @@ def _logger(options: Options) -> logging.Logger:
 
 def _renewable(options: Options) -> bool:
     credentials = credentials_from(options.auth) if options.auth is not None else None
-    return credentials is not None and credentials.token_provider is not None
+    return credentials is not None and credentials.renewable
 
 
 def _authenticator(options: Options) -> Any:
@@ -94,11 +94,7 @@ def _authenticator(options: Options) -> Any:
     if options.auth is None:
         return None
     credentials = credentials_from(options.auth)
-    tokens = (
-        TokenSource(credentials)
-        if credentials.access_token is not None or credentials.token_provider is not None
-        else None
-    )
+    tokens = TokenSource(credentials) if credentials.uses_tokens else None
     # The token each connection last tried, so a renewal knows which token was refused; weak,
     # so the entries of closed connections go with them.
     last_token: weakref.WeakKeyDictionary[ClientConnection, str] = weakref.WeakKeyDictionary()
