@@ -22,6 +22,8 @@ import pytest
 import rawsmtp
 from rawsmtp import SMTPAuthenticationError, SMTPCapabilityError, SMTPTLSError
 
+pytestmark = pytest.mark.integration
+
 STATE = Path(os.environ.get("RAWSMTP_SERVER_STATE", "/tmp/rawsmtp-servers"))
 ALICE, ALICE_PASS = "alice@example.test", "alice-secret"
 BOB, BOB_PASS = "bob@example.test", "pässwörd-ü€"
