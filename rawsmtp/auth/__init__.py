@@ -25,7 +25,6 @@ from ._select import (
     KNOWN_MECHANISMS,
     check_auth_transport,
     is_loopback,
-    select_mechanism,
     select_mechanisms,
 )
 
@@ -46,7 +45,6 @@ __all__ = [
     "credentials_from",
     "is_loopback",
     "saslprep",
-    "select_mechanism",
     "select_mechanisms",
     "tls_server_end_point",
 ]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import SMTPConfigError
-from ._oauth2_client import OAuth2, oauth2_from_dict
+from ._oauth2_client import OAuth2
 
 __all__ = ["Credentials", "TokenProvider", "credentials_from"]
 
@@ -27,6 +27,25 @@ _DICT_KEYS = {
     "accessToken": "access_token",
     "token_provider": "token_provider",
     "authzid": "authzid",
+}
+# Nodemailer's keys (and ours) of an ``auth={"type": "OAuth2", ...}`` dict -> OAuth2 fields.
+_OAUTH2_KEYS = {
+    "user": "user",
+    "clientId": "client_id",
+    "client_id": "client_id",
+    "clientSecret": "client_secret",
+    "client_secret": "client_secret",
+    "refreshToken": "refresh_token",
+    "refresh_token": "refresh_token",
+    "accessToken": "access_token",
+    "access_token": "access_token",
+    "expires": "expires",
+    "accessUrl": "token_url",
+    "tokenUrl": "token_url",
+    "token_url": "token_url",
+    "service": "service",
+    "on_token": "on_token",
+    "onToken": "on_token",
 }
 
 
@@ -127,24 +146,27 @@ def credentials_from(auth: object) -> Credentials:
             raise _config_error("auth tuple must be (user, password)")
         return Credentials(user=auth[0], password=auth[1])
     if isinstance(auth, Mapping):
+        # Nodemailer's "type": "login" (its default) or "OAuth2".
         kind = auth.get("type", "login")
-        if isinstance(kind, str) and kind.lower() == "oauth2":
-            return credentials_from(oauth2_from_dict(auth))
-        if not isinstance(kind, str) or kind.lower() != "login":
-            raise _config_error(f"auth type must be 'login' or 'OAuth2', not {kind!r}")
-        return Credentials(**_fields_from_dict({k: v for k, v in auth.items() if k != "type"}))
+        kind = kind.lower() if isinstance(kind, str) else kind
+        rest = {key: value for key, value in auth.items() if key != "type"}
+        if kind == "oauth2":
+            return credentials_from(OAuth2(**_fields_from_dict(rest, _OAUTH2_KEYS)))
+        if kind != "login":
+            raise _config_error(f"auth type must be 'login' or 'OAuth2', not {auth['type']!r}")
+        return Credentials(**_fields_from_dict(rest, _DICT_KEYS))
     raise _config_error(
         "auth must be a dict, a (user, password) tuple or rawsmtp.auth.Credentials, "
         f"not {type(auth).__name__}"
     )
 
 
-def _fields_from_dict(auth: Mapping[Any, Any]) -> dict[str, Any]:
+def _fields_from_dict(auth: Mapping[Any, Any], keys: Mapping[str, str]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in auth.items():
-        field = _DICT_KEYS.get(key) if isinstance(key, str) else None
+        field = keys.get(key) if isinstance(key, str) else None
         if field is None:
-            known = ", ".join(_DICT_KEYS)
+            known = ", ".join(keys)
             raise _config_error(f"unknown auth key {key!r} (known keys: {known})")
         if field in fields:
             raise _config_error(f"auth gives {field} twice (key {key!r})")

@@ -18,7 +18,7 @@ from typing import Any
 
 from .._errors import SMTPConfigError, SMTPTokenError
 
-__all__ = ["OAUTH2_TOKEN_URLS", "OAuth2", "TokenRequest", "oauth2_from_dict", "parse_token_reply"]
+__all__ = ["OAUTH2_TOKEN_URLS", "OAuth2", "TokenRequest", "parse_token_reply", "token_request"]
 
 # service name (lower case) -> token endpoint. Without either, Google's, as in Nodemailer.
 _GOOGLE = "https://oauth2.googleapis.com/token"
@@ -179,42 +179,3 @@ def _text(value: object) -> str | None:
 
 def _is_timestamp(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# Nodemailer's keys (and ours) of an ``auth={"type": "OAuth2", ...}`` dict -> OAuth2 fields.
-_DICT_KEYS = {
-    "user": "user",
-    "clientId": "client_id",
-    "client_id": "client_id",
-    "clientSecret": "client_secret",
-    "client_secret": "client_secret",
-    "refreshToken": "refresh_token",
-    "refresh_token": "refresh_token",
-    "accessToken": "access_token",
-    "access_token": "access_token",
-    "expires": "expires",
-    "accessUrl": "token_url",
-    "tokenUrl": "token_url",
-    "token_url": "token_url",
-    "service": "service",
-    "on_token": "on_token",
-    "onToken": "on_token",
-}
-
-
-def oauth2_from_dict(auth: Mapping[str, Any]) -> OAuth2:
-    """An OAuth2 from ``{"type": "OAuth2", "user": ..., "clientId": ..., ...}``."""
-    fields: dict[str, Any] = {}
-    for key, value in auth.items():
-        if key == "type":
-            continue
-        field = _DICT_KEYS.get(key)
-        if field is None:
-            known = ", ".join(_DICT_KEYS)
-            raise _config_error(f"unknown OAuth2 auth key {key!r} (known keys: type, {known})")
-        if field in fields:
-            raise _config_error(f"auth gives {field} twice (key {key!r})")
-        fields[field] = value
-    if "user" not in fields:
-        raise _config_error("auth needs a 'user'")
-    return OAuth2(**fields)

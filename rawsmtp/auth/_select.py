@@ -33,7 +33,7 @@ from ._oauth import OAuthBearer, XOAuth2
 from ._password import CramMD5, Login, Plain
 from ._scram import Scram, prepare_credentials
 
-__all__ = ["check_auth_transport", "select_mechanism", "select_mechanisms"]
+__all__ = ["check_auth_transport", "select_mechanisms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,33 +88,6 @@ _TOKEN_MECHANISMS: dict[str, _Factory] = {
 KNOWN_MECHANISMS = frozenset(_PASSWORD_MECHANISMS) | frozenset(_TOKEN_MECHANISMS)
 
 
-def select_mechanism(
-    offered: frozenset[str],
-    credentials: Credentials,
-    *,
-    preferred: str | None,
-    token: str | None,
-    host: str,
-    port: int | None,
-    channel_binding: ChannelBinding | None = None,
-) -> SASLMechanism:
-    """A fresh mechanism for one attempt: ``preferred`` if the server offers it, else the
-    strongest offered one these credentials can use (a token when ``token`` is given).
-
-    ``channel_binding`` is the TLS binding data of the connection (None without TLS, or when
-    the certificate gives none); it makes SCRAM-*-PLUS usable.
-    """
-    return select_mechanisms(
-        offered,
-        credentials,
-        preferred=preferred,
-        token=token,
-        host=host,
-        port=port,
-        channel_binding=channel_binding,
-    )[0]
-
-
 def select_mechanisms(
     offered: frozenset[str],
     credentials: Credentials,
@@ -126,7 +99,12 @@ def select_mechanisms(
     channel_binding: ChannelBinding | None = None,
 ) -> tuple[SASLMechanism, ...]:
     """Fresh mechanisms for one attempt, the one to try first and then its fallbacks: every
-    offered one these credentials can use, strongest first; only ``preferred`` when given."""
+    offered one these credentials can use (a token when ``token`` is given), strongest first;
+    only ``preferred`` when given.
+
+    ``channel_binding`` is the TLS binding data of the connection (None without TLS, or when
+    the certificate gives none); it makes SCRAM-*-PLUS usable.
+    """
     usable, problem = _usable(credentials, token, channel_binding)
     offered = frozenset(name.upper() for name in offered)
     if preferred is not None:

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import _unavailable
 
 import rawsmtp
 from rawsmtp import SMTPAuthenticationError, SMTPCapabilityError, SMTPTLSError
 
 pytestmark = pytest.mark.integration
 
-STATE = Path(os.environ.get("RAWSMTP_SERVER_STATE", "/tmp/rawsmtp-servers"))
+STATE = Path(os.environ.get("RAWSMTP_SERVER_STATE", "/tmp/rawsmtp-servers"))  # as conftest's
 ALICE, ALICE_PASS = "alice@example.test", "alice-secret"
 BOB, BOB_PASS = "bob@example.test", "pässwörd-ü€"
 WAIT = 60.0  # seconds for the last of a batch to be on disk
@@ -97,17 +98,11 @@ class Interop:
     recordings: Recordings
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"interop servers unavailable under CI=true: {reason}")
-    pytest.skip(f"interop servers unavailable ({reason}); run tests/servers/interop.sh")
-
-
 @pytest.fixture(scope="module")
 def interop() -> Interop:
     path = STATE / "interop.json"
     if not path.exists():
-        _unavailable(f"{path} missing")
+        _unavailable(f"{path} missing; run tests/servers/interop.sh")
     config = json.loads(path.read_text(encoding="utf-8"))
     for key in ("aiosmtpd_port", "smtp_port", "lmtp_port"):
         try:
