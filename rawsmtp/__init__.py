@@ -13,6 +13,7 @@ from ._errors import (
     SMTPPoolClosedError,
     SMTPProxyError,
     SMTPQueueFullError,
+    SMTPTokenError,
 )
 from ._message import Envelope
 from ._result import SendResult
@@ -52,6 +53,7 @@ __all__ = [
     "SMTPResponseError",
     "SMTPTLSError",
     "SMTPTimeoutError",
+    "SMTPTokenError",
     "SendResult",
     "auth",
     "create_transport",

@@ -27,6 +27,7 @@ __all__ = [
     "SMTPResponseError",
     "SMTPTLSError",
     "SMTPTimeoutError",
+    "SMTPTokenError",
 ]
 
 
@@ -126,6 +127,28 @@ class SMTPAuthenticationError(SMTPResponseError):
             response_bytes=response_bytes,
         )
         self.detail = detail
+
+
+class SMTPTokenError(SMTPAuthenticationError):
+    """An OAuth2 token endpoint did not issue an access token.
+
+    ``status`` is the HTTP status (None when the endpoint could not be reached); ``error`` and
+    ``error_description`` are the endpoint's own reason (RFC 6749 section 5.2), e.g.
+    ``"invalid_grant"``, when it gave one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        error_description: str | None = None,
+    ) -> None:
+        super().__init__(message, command=None, detail=error_description)
+        self.status = status
+        self.error = error
+        self.error_description = error_description
 
 
 class SMTPRecipientsRefusedError(SMTPResponseError):

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from ._message import Envelope
-from .protocol import SMTPResponseError
+from .protocol import ClientConnection, SMTPResponseError
+from .protocol._queue_id import parse_queue_id
 
-__all__ = ["NO_REJECTIONS", "SendResult"]
+__all__ = ["NO_CAPABILITIES", "NO_REJECTIONS", "SendResult", "capabilities_of"]
 
 # The common case, shared: a queue of finished messages need not hold an empty dict each.
 NO_REJECTIONS: Mapping[str, SMTPResponseError] = MappingProxyType({})
+NO_CAPABILITIES: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -22,6 +24,8 @@ class SendResult:
     ``rejected`` lists refused recipients, with each refusal in ``rejected_errors`` (read-only).
     ``response`` is the server's final reply; ``message_size`` the bytes handed to the encoder;
     ``envelope_time``/``message_time`` are seconds spent on the envelope and on the body.
+    ``capabilities`` maps each EHLO (LHLO) keyword of the connection that carried the message to
+    its parameters (``{"SIZE": ("35882577",), "PIPELINING": ()}``), read-only.
     """
 
     accepted: tuple[str, ...]
@@ -33,3 +37,18 @@ class SendResult:
     message_size: int
     envelope_time: float = 0.0
     message_time: float = 0.0
+    capabilities: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: NO_CAPABILITIES)
+
+    @property
+    def queue_id(self) -> str | None:
+        """The id the server queued the message under, read from ``response`` (None when its
+        reply has none of the forms in :data:`rawsmtp.protocol._queue_id.QUEUE_ID_FORMS`)."""
+        return parse_queue_id(self.response)
+
+
+def capabilities_of(core: ClientConnection | None) -> Mapping[str, tuple[str, ...]]:
+    """The ``capabilities`` of a SendResult: what the carrying connection's server advertised."""
+    if core is None:
+        return NO_CAPABILITIES
+    # A view, not a copy: a connection's Extensions are replaced, never changed, by a new EHLO.
+    return MappingProxyType(core.extensions.keywords)

@@ -7,7 +7,8 @@
 - rawsmtp is standard library only: nothing outside rawsmtp/contrib/ imports anything else.
 
 Imports are read with :mod:`ast`, so nothing is executed; ``if TYPE_CHECKING:`` imports count too
-(a sans-I/O module has no reason to name ``ssl`` even for a type).
+(a sans-I/O module has no reason to name ``ssl`` even for a type). The one exception:
+``typing_extensions`` may be named under ``if TYPE_CHECKING:`` (mypy ships it; it never runs).
 """
 
 from __future__ import annotations
@@ -28,6 +29,20 @@ UPPER_LAYERS = ("rawsmtp.pool", "rawsmtp.config", "rawsmtp.cli")
 # The one third-party import outside contrib/: pytest imports this plugin itself, through the
 # pytest11 entry point, so pytest is always there when it runs (see pyproject.toml).
 NON_STDLIB_ALLOWED = {"testing/pytest_plugin.py": {"pytest"}}
+TYPE_CHECKING_ONLY = "typing_extensions"
+
+
+def _type_checking_imports(tree: ast.AST) -> set[ast.AST]:
+    """The import nodes inside ``if TYPE_CHECKING:`` blocks."""
+    inside: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
+            for statement in node.body:
+                inside.update(ast.walk(statement))
+    return inside
 
 
 def imported_modules(source: str, module: str) -> Iterator[str]:
@@ -36,7 +51,18 @@ def imported_modules(source: str, module: str) -> Iterator[str]:
     ``from . import x`` yields both the package and ``package.x``, since x may be a module.
     """
     package = module.rsplit(".", 1)[0] if not module.endswith(".__init__") else module[:-9]
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    type_checking = _type_checking_imports(tree)
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if node in type_checking and names == [TYPE_CHECKING_ONLY]:
+            continue
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node in type_checking
+            and node.module == TYPE_CHECKING_ONLY
+        ):
+            continue
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -10,16 +10,23 @@ machine drives; see :class:`rawsmtp.protocol.SASLMechanism`.
 - ``_saslprep``: SASLprep (RFC 4013) of SCRAM user names and passwords
 - ``_channel_binding``: tls-server-end-point channel binding data from a server certificate
 - ``_oauth``: XOAUTH2, OAUTHBEARER
-- ``_select``: the mechanism preference order and the cleartext rule
+- ``_oauth2_client``: OAuth2 credentials: the token endpoint's request and reply (no I/O)
+- ``_select``: the mechanism preference order, the fallbacks and the cleartext rule
 """
 
 from ._channel_binding import ChannelBinding, tls_server_end_point
 from ._credentials import Credentials, TokenProvider, credentials_from
 from ._oauth import OAuthBearer, XOAuth2
+from ._oauth2_client import OAuth2
 from ._password import CramMD5, Login, Plain
 from ._saslprep import saslprep
 from ._scram import MAX_ITERATIONS, Scram
-from ._select import KNOWN_MECHANISMS, check_auth_transport, is_loopback, select_mechanism
+from ._select import (
+    KNOWN_MECHANISMS,
+    check_auth_transport,
+    is_loopback,
+    select_mechanisms,
+)
 
 __all__ = [
     "KNOWN_MECHANISMS",
@@ -28,6 +35,7 @@ __all__ = [
     "CramMD5",
     "Credentials",
     "Login",
+    "OAuth2",
     "OAuthBearer",
     "Plain",
     "Scram",
@@ -37,6 +45,6 @@ __all__ = [
     "credentials_from",
     "is_loopback",
     "saslprep",
-    "select_mechanism",
+    "select_mechanisms",
     "tls_server_end_point",
 ]

@@ -8,6 +8,13 @@ comes first. A plain SCRAM then says ``y`` (the client could bind) only when the
 -PLUS at all; when the user asked for plain SCRAM although -PLUS is offered, it says ``n``, a
 choice not to bind, which such a server accepts.
 
+Fallback: the pool hands the client core every offered mechanism the credentials can use,
+strongest first (:func:`select_mechanisms`); the core moves to the next only when the server
+refuses the mechanism itself (504, 534, 538: see ``MECHANISM_REFUSED``), never after a refused
+login (535: trying again multiplies failed logins and lockouts) nor when a mechanism failed the
+server (a SCRAM server signature that does not verify may be an attack). An ``auth_method``
+the user chose has no fallback.
+
 A password that SASLprep refuses (see :mod:`._saslprep`) rules out SCRAM only: the choice falls
 to the next mechanism, and the SASLprep reason is the error when nothing else is left.
 """
@@ -26,7 +33,7 @@ from ._oauth import OAuthBearer, XOAuth2
 from ._password import CramMD5, Login, Plain
 from ._scram import Scram, prepare_credentials
 
-__all__ = ["check_auth_transport", "select_mechanism"]
+__all__ = ["check_auth_transport", "select_mechanisms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +88,7 @@ _TOKEN_MECHANISMS: dict[str, _Factory] = {
 KNOWN_MECHANISMS = frozenset(_PASSWORD_MECHANISMS) | frozenset(_TOKEN_MECHANISMS)
 
 
-def select_mechanism(
+def select_mechanisms(
     offered: frozenset[str],
     credentials: Credentials,
     *,
@@ -90,9 +97,10 @@ def select_mechanism(
     host: str,
     port: int | None,
     channel_binding: ChannelBinding | None = None,
-) -> SASLMechanism:
-    """A fresh mechanism for one attempt: ``preferred`` if the server offers it, else the
-    strongest offered one these credentials can use (a token when ``token`` is given).
+) -> tuple[SASLMechanism, ...]:
+    """Fresh mechanisms for one attempt, the one to try first and then its fallbacks: every
+    offered one these credentials can use (a token when ``token`` is given), strongest first;
+    only ``preferred`` when given.
 
     ``channel_binding`` is the TLS binding data of the connection (None without TLS, or when
     the certificate gives none); it makes SCRAM-*-PLUS usable.
@@ -106,9 +114,10 @@ def select_mechanism(
                 f"auth_method {name} is not offered by the server, which offers: "
                 + _offering(offered)
             )
+        names = [name]
     else:
-        name = next((n for n in usable if n in offered), "")
-        if not name:
+        names = [n for n in usable if n in offered]
+        if not names:
             why = f" ({problem})" if problem is not None and offered & _SCRAM else ""
             raise SMTPAuthenticationError(
                 "the server offers no mechanism usable with these credentials: "
@@ -116,7 +125,8 @@ def select_mechanism(
                 + why
             )
     declined = channel_binding if not offered & _PLUS else None
-    return usable[name](_Attempt(credentials, token, host, port, channel_binding, declined))
+    attempt = _Attempt(credentials, token, host, port, channel_binding, declined)
+    return tuple(usable[name](attempt) for name in names)
 
 
 def _usable(

@@ -5,6 +5,11 @@ that is the only switch that turns verification off, so turning it off is always
 dict accepts our snake_case keys and the camelCase keys of Node's ``tls`` options, which
 Nodemailer users already have in their configuration.
 
+``x509_strict=False`` clears only ``ssl.VERIFY_X509_STRICT``, which Python 3.13 turned on by
+default: it rejects some certificates that providers really serve (a CA certificate without the
+key-usage extension, a critical basic-constraints the RFC 5280 profile forbids); the chain and
+the host name are still verified.
+
 ``min_version`` may be lowered to ``"TLSv1"`` or ``"TLSv1.1"`` for old servers. The default
 stays TLS 1.2, Python warns about the old versions, and OpenSSL's security level may still refuse
 them (``ciphers="DEFAULT:@SECLEVEL=0"`` lowers it).
@@ -85,6 +90,7 @@ def _version(key: str, value: Any) -> ssl.TLSVersion:
 # canonical key -> (checker, other spellings). Node's spellings come last in each row.
 _KEYS: dict[str, tuple[Callable[[str, Any], Any], tuple[str, ...]]] = {
     "reject_unauthorized": (_bool, ("rejectUnauthorized",)),
+    "x509_strict": (_bool, ("x509Strict",)),
     "ca_file": (_path, ("cafile", "caFile")),
     "ca_path": (_path, ("capath", "caPath")),
     "ca_data": (_pem, ("cadata", "caData")),
@@ -175,6 +181,8 @@ def _configure(context: ssl.SSLContext, settings: dict[str, Any]) -> None:
             )
         except (OSError, ValueError) as error:
             raise _fail("cert_file", f"cannot load client certificate: {error}") from error
+    if settings.get("x509_strict") is False:
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
     if settings.get("reject_unauthorized") is False:
         # check_hostname must go first: ssl refuses CERT_NONE while it is on.
         context.check_hostname = False

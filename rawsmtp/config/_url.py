@@ -3,7 +3,8 @@
 A URL becomes the same keyword options a caller could pass to ``SMTPPool``: the scheme says
 ``secure`` or ``lmtp``, the user part becomes ``auth``, and query arguments are options in either
 spelling (Nodemailer's camelCase in milliseconds, or ours in seconds); ``tls.<key>`` arguments
-build the ``tls`` dict. Checking the values is left to :func:`rawsmtp.config._options.make_options`.
+build the ``tls`` dict. Nodemailer's form without slashes, ``smtp:user:pass@host:587``, means the
+same as ``smtp://user:pass@host:587``. Checking the values is left to :func:`rawsmtp.config._options.make_options`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _fail(message: str) -> SMTPConfigError:
 
 def options_from_url(url: str) -> dict[str, Any]:
     """Keyword options for ``SMTPPool`` / :func:`make_options` from a connection URL."""
-    parts = urllib.parse.urlsplit(url)
+    parts = _split(url)
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise _fail(f"URL scheme must be smtp://, smtps:// or lmtp://, not {url.split(':')[0]!r}")
@@ -58,6 +59,19 @@ def options_from_url(url: str) -> dict[str, Any]:
             options["auth"]["pass"] = urllib.parse.unquote(parts.password)
     options.update(_query_options(parts.query))
     return options
+
+
+def _split(url: str) -> urllib.parse.SplitResult:
+    """urlsplit, reading ``smtp:user:pass@host:port`` (Nodemailer accepts it) as ``smtp://...``.
+
+    Without ``//`` urlsplit takes the authority for a path; a path never belongs in our URLs, so
+    one that does not start with ``/`` can only be that authority.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc or not parts.path or parts.path.startswith("/"):
+        return parts
+    scheme, _, rest = url.partition(":")
+    return urllib.parse.urlsplit(f"{scheme}://{rest}")
 
 
 def _query_options(query: str) -> dict[str, Any]:

@@ -86,10 +86,13 @@ class ConnectionSettings:
     socket_timeout: float
     debug: bool
     logger: logging.Logger
-    # Builds the SASL mechanism for an attempt (None: no credentials) from the core, the host,
-    # ``renew`` (ask for a fresh token) and the server's DER certificate when TLS is active (for
-    # channel binding). Runs in a worker thread: token providers may block.
-    authenticator: Callable[[ClientConnection, str, bool, bytes | None], SASLMechanism] | None
+    # Builds the SASL mechanisms for an attempt, the first and its fallbacks (None: no
+    # credentials), from the core, the host, ``renew`` (ask for a fresh token) and the server's
+    # DER certificate when TLS is active (for channel binding). Runs in a worker thread: token
+    # providers may block.
+    authenticator: (
+        Callable[[ClientConnection, str, bool, bytes | None], tuple[SASLMechanism, ...]] | None
+    )
     renewable: bool  # a failed token may be renewed and tried once more
 
 
@@ -447,7 +450,7 @@ class Connection:
         assert authenticator is not None and core is not None
         host = self.settings.host
 
-        def done(mechanism: Any, error: BaseException | None) -> None:
+        def done(mechanisms: Any, error: BaseException | None) -> None:
             # While the worker ran, the pool may have begun to close this session (QUIT sent).
             if self._closed or self.core is None or self.core.state is not State.READY:
                 return
@@ -459,7 +462,7 @@ class Connection:
                 )
                 self.fail_setup(failure)
                 return
-            self.core.authenticate(mechanism)
+            self.core.authenticate(*mechanisms)
             self._process(self._last_progress)
 
         certificate = self.peer_certificate()

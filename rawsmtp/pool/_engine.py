@@ -24,7 +24,7 @@ from .._errors import (
     SMTPQueueFullError,
 )
 from .._message import PreparedMessage, prepare_message
-from .._result import NO_REJECTIONS, SendResult
+from .._result import NO_REJECTIONS, SendResult, capabilities_of
 from ..config._options import Options
 from ..protocol import (
     ConnectionClosed,
@@ -330,6 +330,7 @@ class PoolEngine:
             message_size=prepared.size if prepared.size is not None else submission.sent_bytes,
             envelope_time=max(0.0, submission.body_at - submission.assigned_at),
             message_time=max(0.0, finished - submission.body_at),
+            capabilities=capabilities_of(connection.core),
         )
         if not submission.future.done():
             submission.future.set_result(result)

@@ -16,7 +16,7 @@ from .._errors import SMTPConnectionError
 from ..auth import (
     check_auth_transport,
     credentials_from,
-    select_mechanism,
+    select_mechanisms,
     tls_server_end_point,
 )
 from ..config._options import Options, make_options
@@ -85,32 +85,29 @@ def _logger(options: Options) -> logging.Logger:
 
 def _renewable(options: Options) -> bool:
     credentials = credentials_from(options.auth) if options.auth is not None else None
-    return credentials is not None and credentials.token_provider is not None
+    return credentials is not None and credentials.renewable
 
 
 def _authenticator(options: Options) -> Any:
-    """A function that builds the SASL mechanism for one attempt (run in a worker thread)."""
+    """A function that builds the SASL mechanisms for one attempt, the first and its fallbacks
+    (run in a worker thread)."""
     if options.auth is None:
         return None
     credentials = credentials_from(options.auth)
-    tokens = (
-        TokenSource(credentials)
-        if credentials.access_token is not None or credentials.token_provider is not None
-        else None
-    )
+    tokens = TokenSource(credentials) if credentials.uses_tokens else None
     # The token each connection last tried, so a renewal knows which token was refused; weak,
     # so the entries of closed connections go with them.
     last_token: weakref.WeakKeyDictionary[ClientConnection, str] = weakref.WeakKeyDictionary()
 
     def authenticate(
         core: ClientConnection, host: str, renew: bool, certificate: bytes | None
-    ) -> SASLMechanism:
+    ) -> tuple[SASLMechanism, ...]:
         check_auth_transport(host, core.tls, options.allow_insecure_auth)
         token = None
         if tokens is not None:
             token = tokens.renew(last_token.get(core)) if renew else tokens.token()
             last_token[core] = token
-        return select_mechanism(
+        return select_mechanisms(
             core.extensions.auth,
             credentials,
             preferred=options.auth_method,

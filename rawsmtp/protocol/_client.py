@@ -96,7 +96,7 @@ from ._replies import (
     ReplyParser,
     reply_fields,
 )
-from ._sasl import SASLMechanism
+from ._sasl import MECHANISM_REFUSED, SASLMechanism
 from ._state import _ALLOWED, State, _Awaiting, _check_transition
 from ._transaction import TagT, Transaction
 
@@ -168,6 +168,7 @@ class ClientConnection(Generic[TagT]):
         self._data_encoder = DataEncoder()  # every DATA message's, as it is reset by end()
         self._use_extensions(Extensions())
         self._mechanism: SASLMechanism | None = None
+        self._fallbacks: tuple[SASLMechanism, ...] = ()
         self._auth_error: SMTPAuthenticationError | None = None
         self._initial_response_due: bytes | None = None
         self._quit_requested = False
@@ -366,8 +367,12 @@ class ClientConnection(Generic[TagT]):
             self._writer = None
             self._pump()
 
-    def authenticate(self, mechanism: SASLMechanism) -> None:
-        """Start an AUTH exchange; :class:`Authenticated` or :class:`AuthenticationFailed` follows."""
+    def authenticate(self, mechanism: SASLMechanism, *fallbacks: SASLMechanism) -> None:
+        """Start an AUTH exchange; :class:`Authenticated` or :class:`AuthenticationFailed` follows.
+
+        ``fallbacks`` are tried in turn while the server refuses the mechanism itself
+        (:data:`MECHANISM_REFUSED`), never after any other failure.
+        """
         self._require("authenticate")
         if self._queue or self._writer is not None or self._pending:
             raise LocalProtocolError("AUTH must not overlap transactions")
@@ -381,7 +386,7 @@ class ClientConnection(Generic[TagT]):
             # Too long for the AUTH line: send it as the answer to the first, empty challenge.
             line = _commands.auth(mechanism.name, None)
             self._initial_response_due = initial
-        self._mechanism, self._auth_error = mechanism, None
+        self._mechanism, self._auth_error, self._fallbacks = mechanism, None, fallbacks
         self._enter(State.AUTH)
         self._write(line, (_Awaiting.AUTH, None, None), trace=f"AUTH {mechanism.name} <redacted>")
 
@@ -630,6 +635,9 @@ class ClientConnection(Generic[TagT]):
         self._mechanism = None
         self._enter(State.READY)
         error = self._auth_error
+        if error is None and reply.code in MECHANISM_REFUSED and self._fallbacks:
+            self.authenticate(*self._fallbacks)
+            return
         if reply.code == 235 and error is None:
             try:
                 mechanism.complete()

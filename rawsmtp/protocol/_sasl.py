@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["SASLMechanism"]
+__all__ = ["MECHANISM_REFUSED", "SASLMechanism"]
+
+# Replies to AUTH that refuse the mechanism, not the credentials (RFC 4954 section 6: 504
+# unrecognized, 534 too weak, 538 needs encryption): the next mechanism may be tried. A 535 is a
+# failed login and never retried with another mechanism.
+MECHANISM_REFUSED = frozenset({504, 534, 538})
 
 
 class SASLMechanism(Protocol):

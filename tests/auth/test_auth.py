@@ -25,7 +25,7 @@ from rawsmtp.auth import (
     XOAuth2,
     check_auth_transport,
     credentials_from,
-    select_mechanism,
+    select_mechanisms,
 )
 from rawsmtp.pool._tokens import TokenSource
 from rawsmtp.protocol import (
@@ -335,7 +335,7 @@ def test_mechanisms_raise_only_authentication_errors(name: str, challenges: list
     assert detail is None or isinstance(detail, str)
 
 
-# --- select_mechanism ------------------------------------------------------------------------
+# --- select_mechanisms -----------------------------------------------------------------------
 
 ALL_PASSWORD = frozenset({"SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "LOGIN", "CRAM-MD5"})
 TOKEN_CREDENTIALS = Credentials(user="u@example.com", access_token="tok")
@@ -346,7 +346,7 @@ def select(
 ) -> SASLMechanism:
     options: dict[str, Any] = {"preferred": None, "token": None, "host": "h", "port": 587}
     options.update(kwargs)
-    return select_mechanism(frozenset(offered), credentials, **options)
+    return select_mechanisms(frozenset(offered), credentials, **options)[0]
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from rawsmtp.auth import (
     Plain,
     Scram,
     saslprep,
-    select_mechanism,
+    select_mechanisms,
     tls_server_end_point,
 )
 from rawsmtp.config._options import make_options
@@ -108,12 +108,12 @@ def test_scram_refuses_a_password_saslprep_prohibits() -> None:
 def test_selection_falls_back_from_scram_when_saslprep_refuses() -> None:
     bad = Credentials(user="u", password="bell\u0007")
     offered = frozenset({"SCRAM-SHA-256", "PLAIN"})
-    chosen = select_mechanism(offered, bad, preferred=None, token=None, host="h", port=None)
+    (chosen, *_) = select_mechanisms(offered, bad, preferred=None, token=None, host="h", port=None)
     assert chosen.name == "PLAIN"
     with pytest.raises(SMTPConfigError, match="SASLprep"):
-        select_mechanism(offered, bad, preferred="SCRAM-SHA-256", token=None, host="h", port=None)
+        select_mechanisms(offered, bad, preferred="SCRAM-SHA-256", token=None, host="h", port=None)
     with pytest.raises(SMTPAuthenticationError, match="SASLprep"):
-        select_mechanism(
+        select_mechanisms(
             frozenset({"SCRAM-SHA-1"}), bad, preferred=None, token=None, host="h", port=None
         )
 
@@ -289,7 +289,7 @@ ALL_SCRAM = frozenset(
 def choose(
     offered: frozenset[str], binding: tuple[str, bytes] | None, preferred: str | None = None
 ) -> SASLMechanism:
-    return select_mechanism(
+    return select_mechanisms(
         offered,
         PENCIL,
         preferred=preferred,
@@ -297,7 +297,7 @@ def choose(
         host="mx.example",
         port=587,
         channel_binding=binding,
-    )
+    )[0]
 
 
 def first_message(mechanism: object) -> bytes:
@@ -366,7 +366,7 @@ def test_pool_authenticator_binds_to_the_certificate(
 ) -> None:
     authenticate = _authenticator(make_options(host="mx.example", auth=("user", "pencil")))
     peer = der(certificate) if certificate else None
-    mechanism = authenticate(FakeCore(offered, tls=True), "mx.example", False, peer)
+    mechanism = authenticate(FakeCore(offered, tls=True), "mx.example", False, peer)[0]
     assert mechanism.name == name
     assert isinstance(mechanism, Scram)
     first = mechanism.initial_response()

@@ -88,6 +88,49 @@ def test_reject_unauthorized_false_turns_verification_off(key: str) -> None:
     assert context.check_hostname is False
 
 
+@pytest.fixture
+def strict_defaults(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Default contexts as Python 3.13 makes them (strict, partial chains) on any Python."""
+    original = ssl.create_default_context
+    strict = ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
+
+    def create(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        context = original(*args, **kwargs)
+        context.verify_flags |= strict
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", create)
+    return int(ssl.create_default_context().verify_flags)
+
+
+@pytest.mark.parametrize("key", ["x509_strict", "x509Strict"])
+def test_x509_strict_false_clears_only_that_flag(strict_defaults: int, key: str) -> None:
+    context = build_ssl_context({key: False})
+    assert int(context.verify_flags) == strict_defaults & ~ssl.VERIFY_X509_STRICT
+    assert context.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname is True
+
+
+def test_x509_strict_true_or_absent_keeps_the_default(strict_defaults: int) -> None:
+    assert int(build_ssl_context({"x509_strict": True}).verify_flags) == strict_defaults
+    assert int(build_ssl_context({}).verify_flags) == strict_defaults
+
+
+def test_x509_strict_from_a_url() -> None:
+    from rawsmtp.config._options import make_options
+    from rawsmtp.config._url import options_from_url
+
+    options = make_options(**options_from_url("smtps://h?tls.x509Strict=false"))
+    assert options.tls == {"x509_strict": False}
+    assert not build_ssl_context(options.tls).verify_flags & ssl.VERIFY_X509_STRICT
+
+
+def test_x509_strict_must_be_a_bool() -> None:
+    with pytest.raises(SMTPConfigError) as info:
+        build_ssl_context({"x509Strict": "no"})
+    assert info.value.option == "tls.x509_strict"
+
+
 def test_reject_unauthorized_true_keeps_verification() -> None:
     context = build_ssl_context({"rejectUnauthorized": True})
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname is True
@@ -166,7 +209,7 @@ def test_normalize_is_idempotent(tmp_path: Path) -> None:
         "ca_file": str(tmp_path),
     }
     assert normalize_tls(once) == once
-    assert {"reject_unauthorized"} == TLS_FLAGS
+    assert {"reject_unauthorized", "x509_strict"} == TLS_FLAGS
 
 
 def test_missing_ca_file() -> None:

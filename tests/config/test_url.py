@@ -162,12 +162,40 @@ def test_port_round_trips_through_a_url(port: int) -> None:
     assert make_options(**options_from_url(f"smtp://h:{port}")).port == port
 
 
-@given(st.text(min_size=1, max_size=20), st.text(max_size=20))
-def test_any_credentials_round_trip_percent_encoded(user: str, password: str) -> None:
+@given(st.text(min_size=1, max_size=20), st.text(max_size=20), st.sampled_from(["//", ""]))
+def test_any_credentials_round_trip_percent_encoded(user: str, password: str, slashes: str) -> None:
     from urllib.parse import quote
 
-    url = f"smtp://{quote(user, safe='')}:{quote(password, safe='')}@h"
+    url = f"smtp:{slashes}{quote(user, safe='')}:{quote(password, safe='')}@h"
     assert options_from_url(url)["auth"] == {"user": user, "pass": password}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "smtp:user:pass@mail.example.com:587",
+            {"secure": False, "host": "mail.example.com", "port": 587},
+        ),
+        ("smtps:u%40x.com:p%3Aw@h:465", {"secure": True, "host": "h", "port": 465}),
+        ("smtp:h", {"secure": False, "host": "h"}),
+        ("smtps:[::1]:2465?maxConnections=2", {"secure": True, "host": "::1", "port": 2465}),
+        ("lmtp:h:24", {"lmtp": True, "host": "h", "port": 24}),
+    ],
+)
+def test_nodemailer_url_without_slashes(url: str, expected: dict[str, Any]) -> None:
+    """Nodemailer reads ``smtp:user:pass@host:port`` as if it had the ``//``: so do we."""
+    with_slashes = url.replace(":", "://", 1)
+    assert options_from_url(url) == options_from_url(with_slashes)
+    kwargs = options_from_url(url)
+    assert {key: kwargs[key] for key in expected} == expected
+    if "@" in url:
+        assert kwargs["auth"]["user"] in ("user", "u@x.com")
+
+
+@pytest.mark.parametrize("url", ["smtp:/h", "smtp:/h/path", "smtp:h/path", "smtp:h#x"])
+def test_slashless_url_still_refuses_a_path(url: str) -> None:
+    assert url_error(url).option == "url"
 
 
 # -- pool_kwargs: what create_transport hands to SMTPPool ------------------------------------

@@ -33,10 +33,17 @@ FIELDS: list[tuple[str, str, st.SearchStrategy[Any], bool]] = [
     st.sampled_from(["smtp", "smtps", "lmtp"]),
     st.text(min_size=1, max_size=12),
     st.text(max_size=12),
+    st.sampled_from(["//", ""]),
 )
 def test_generated_option_sets_round_trip(
-    chosen: dict[int, tuple[bool, int]], data: st.DataObject, scheme: str, user: str, pw: str
+    chosen: dict[int, tuple[bool, int]],
+    data: st.DataObject,
+    scheme: str,
+    user: str,
+    pw: str,
+    slashes: str,
 ) -> None:
+    """Either URL form: with ``//`` and Nodemailer's ``smtp:user:pass@host`` without."""
     query: dict[str, str] = {}
     expected: dict[str, Any] = {}
     for index, (camel, _) in chosen.items():
@@ -51,7 +58,7 @@ def test_generated_option_sets_round_trip(
         else:
             query[camel_name if camel else snake] = str(value)
             expected[snake] = value
-    url = f"{scheme}://{quote(user, safe='')}:{quote(pw, safe='')}@mail.example.com:2525"
+    url = f"{scheme}:{slashes}{quote(user, safe='')}:{quote(pw, safe='')}@mail.example.com:2525"
     if query:
         url += "?" + urlencode(query)
     options = make_options(**options_from_url(url))

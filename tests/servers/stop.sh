@@ -90,5 +90,7 @@ stop_state "$STATE"
 if [ -n "$LAST_STATE" ] && [ "$LAST_STATE" != "$STATE" ]; then
     stop_state "$LAST_STATE"
 fi
+# aiosmtpd and Node's smtp-server, started by interop.sh.
+RAWSMTP_SERVER_STATE=$STATE bash "$(dirname "${BASH_SOURCE[0]}")/interop.sh" stop >/dev/null || true
 
 exit 0
