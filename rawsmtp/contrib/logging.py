@@ -4,8 +4,8 @@ It takes the arguments of :class:`logging.handlers.SMTPHandler`, but ``emit()`` 
 the mail (the pool sends it from its own thread), and an error storm cannot become a mail storm:
 at most ``max_mails`` mails go out per ``interval`` seconds; the records over the cap are
 counted, and the next mail (or, at the latest, ``close()``) says how many and which levels.
-``flush()`` waits up to ``timeout`` seconds for queued mails; ``logging.shutdown()`` at exit
-flushes and closes, so what was logged before exit is sent.
+``flush()`` waits up to ``timeout`` seconds for queued mails; the handler flushes when the main
+thread ends and ``logging.shutdown()`` closes it at exit, so what was logged before exit is sent.
 
 Records from the ``rawsmtp`` loggers are not mailed: they report on this handler's own mail.
 """
@@ -20,6 +20,7 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -152,6 +153,7 @@ class SMTPHandler(logging.Handler):
         )
         if self._pool is None:
             self._pool = SMTPPool(**self.pool_options)
+            _flush_before_thread_shutdown(self)
         future = self._pool.send(message, envelope)
         with self._pending_lock:
             self._pending.add(future)
@@ -166,6 +168,25 @@ class SMTPHandler(logging.Handler):
             # Not through logging: this handler may be the one that would receive it.
             if logging.raiseExceptions:
                 print(f"rawsmtp SMTPHandler: a log mail was not sent: {error!r}", file=sys.stderr)
+
+
+def _flush_before_thread_shutdown(handler: SMTPHandler) -> None:
+    """Flush when the main thread ends, before ``atexit`` (where ``logging.shutdown`` runs).
+
+    By then the interpreter has stopped the executors the pool resolves names with, so a mail
+    still queued would fail to connect. ``threading._register_atexit`` hooks run in reverse
+    order of registration, so this one (registered after ``concurrent.futures``'s) runs first.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # pragma: no cover - not CPython
+        return
+    alive = weakref.ref(handler)
+
+    def flush() -> None:
+        if (still := alive()) is not None:
+            still.flush()
+
+    register(flush)
 
 
 def _pool_options(
