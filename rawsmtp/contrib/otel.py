@@ -38,10 +38,9 @@ from ..pool._observe import (
     MessageFailed,
     MessageRetried,
     MessageStarted,
-    PoolEvent,
     Throttled,
 )
-from ._adapters import StatsSource, error_labels
+from ._adapters import EventAdapter, StatsSource, error_labels, error_type
 
 __all__ = ["OpenTelemetryObserver"]
 
@@ -57,7 +56,7 @@ def _reply_code(response: str) -> int | None:
     return int(response[:3]) if response[:3].isdigit() else None
 
 
-class OpenTelemetryObserver:
+class OpenTelemetryObserver(EventAdapter):
     """An ``on_event=`` callable that records metrics and spans (see the module)."""
 
     def __init__(
@@ -84,20 +83,6 @@ class OpenTelemetryObserver:
             meter.create_observable_gauge(name, [self._observer(read)])
         self._spans: dict[_SpanKey, deque[Span]] = {}
         self._lock = threading.Lock()
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            MessageStarted: self._started,
-            MessageDelivered: self._delivered,
-            MessageFailed: self._failed,
-            MessageRetried: self._retried,
-            Throttled: lambda event: self.throttled.add(1),
-            ConnectionOpened: lambda event: self.opened.add(1, {"rawsmtp.tls": event.tls}),
-            ConnectionClosed: self._connection_closed,
-        }
-
-    def __call__(self, event: PoolEvent) -> None:
-        handler = self._handlers.get(type(event))
-        if handler is not None:
-            handler(event)
 
     def track(self, pool: StatsSource, name: str = "default") -> None:
         """Report ``pool.stats()`` through the observable gauges, as ``rawsmtp.pool=name``."""
@@ -106,7 +91,7 @@ class OpenTelemetryObserver:
 
     # -- spans ------------------------------------------------------------------------------------
 
-    def _started(self, event: MessageStarted) -> None:
+    def on_message_started(self, event: MessageStarted) -> None:
         attributes: dict[str, Any] = {
             "rawsmtp.connection.id": event.connection_id,
             "rawsmtp.recipients": event.recipients,
@@ -135,7 +120,7 @@ class OpenTelemetryObserver:
                 del self._spans[key]
             return span
 
-    def _delivered(self, event: MessageDelivered) -> None:
+    def on_message_delivered(self, event: MessageDelivered) -> None:
         self.sent.add(1)
         self.duration.record(event.elapsed)
         span = self._take_span(event.message_id, event.connection_id)
@@ -149,12 +134,12 @@ class OpenTelemetryObserver:
             span.set_status(Status(StatusCode.OK))
             span.end(end_time=_wall_ns(event.time))
 
-    def _failed(self, event: MessageFailed) -> None:
+    def on_message_failed(self, event: MessageFailed) -> None:
         kind, code = error_labels(event.error)
         self.failed.add(1, {"error.type": kind, "smtp.reply.code": code})
         self._end_in_error(event.message_id, event.connection_id, event.error, event.time)
 
-    def _retried(self, event: MessageRetried) -> None:
+    def on_message_retried(self, event: MessageRetried) -> None:
         self.retried.add(1, {"rawsmtp.retry.charged": event.charged})
         self._end_in_error(
             event.message_id,
@@ -183,9 +168,14 @@ class OpenTelemetryObserver:
         span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         span.end(end_time=_wall_ns(at))
 
-    def _connection_closed(self, event: ConnectionClosed) -> None:
-        error = "none" if event.error is None else type(event.error).__name__
-        self.closed.add(1, {"error.type": error})
+    def on_connection_opened(self, event: ConnectionOpened) -> None:
+        self.opened.add(1, {"rawsmtp.tls": event.tls})
+
+    def on_connection_closed(self, event: ConnectionClosed) -> None:
+        self.closed.add(1, {"error.type": error_type(event.error)})
+
+    def on_throttled(self, event: Throttled) -> None:
+        self.throttled.add(1)
 
     # -- gauges -----------------------------------------------------------------------------------
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -29,18 +28,17 @@ from ..pool._observe import (
     MessageDelivered,
     MessageFailed,
     MessageRetried,
-    PoolEvent,
     PoolStats,
     Throttled,
 )
-from ._adapters import StatsSource, error_labels
+from ._adapters import EventAdapter, StatsSource, error_labels, error_type
 
 __all__ = ["PrometheusObserver"]
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-class PrometheusObserver:
+class PrometheusObserver(EventAdapter):
     """An ``on_event=`` callable that keeps Prometheus metrics (see the module)."""
 
     def __init__(
@@ -65,36 +63,29 @@ class PrometheusObserver:
         self._stats = _StatsCollector(namespace)
         if registry is not None:
             registry.register(self._stats)
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            MessageDelivered: self._delivered,
-            MessageFailed: self._failed,
-            MessageRetried: self._retried,
-            Throttled: lambda event: self.throttled.inc(),
-            ConnectionOpened: lambda event: self.opened.labels(str(event.tls).lower()).inc(),
-            ConnectionClosed: self._connection_closed,
-        }
-
-    def __call__(self, event: PoolEvent) -> None:
-        handler = self._handlers.get(type(event))
-        if handler is not None:
-            handler(event)
 
     def track(self, pool: StatsSource, name: str = "default") -> None:
         """Export ``pool.stats()`` as gauges labelled ``pool=name``, read at each scrape."""
         self._stats.add(name, pool)
 
-    def _delivered(self, event: MessageDelivered) -> None:
+    def on_message_delivered(self, event: MessageDelivered) -> None:
         self.sent.inc()
         self.latency.observe(event.elapsed)
 
-    def _failed(self, event: MessageFailed) -> None:
+    def on_message_failed(self, event: MessageFailed) -> None:
         self.failed.labels(*error_labels(event.error)).inc()
 
-    def _retried(self, event: MessageRetried) -> None:
+    def on_message_retried(self, event: MessageRetried) -> None:
         self.retried.labels(str(event.charged).lower()).inc()
 
-    def _connection_closed(self, event: ConnectionClosed) -> None:
-        self.closed.labels("none" if event.error is None else type(event.error).__name__).inc()
+    def on_connection_opened(self, event: ConnectionOpened) -> None:
+        self.opened.labels(str(event.tls).lower()).inc()
+
+    def on_connection_closed(self, event: ConnectionClosed) -> None:
+        self.closed.labels(error_type(event.error)).inc()
+
+    def on_throttled(self, event: Throttled) -> None:
+        self.throttled.inc()
 
 
 class _StatsCollector(Collector):
