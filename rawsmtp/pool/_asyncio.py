@@ -19,8 +19,8 @@ from typing import Any
 
 from .._errors import SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
-from ._connection import Connection
 from ._engine import EngineFacade, PoolEngine, Submission
+from ._transport import Transport, WriteBatch
 
 __all__ = ["SMTPPool"]
 
@@ -31,7 +31,9 @@ class SMTPPool(EngineFacade):
     def __init__(self, **options: Any) -> None:
         self._engine = PoolEngine(options, self)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._watched: dict[Connection, tuple[int, bool]] = {}  # fd, watching for writes
+        self._watched: dict[Transport, tuple[int, bool]] = {}  # fd, watching for writes
+        self._writes = WriteBatch()
+        self.flush_soon = self._writes.add  # IOServices.flush_soon, without a call in between
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._sync_scheduled = False
@@ -80,12 +82,12 @@ class SMTPPool(EngineFacade):
     # -- Driver: what the engine needs ----------------------------------------------------------
 
     def run_blocking(
-        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None], None]
+        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None, float], None]
     ) -> None:
         def finished(result: asyncio.Future[Any]) -> None:
             error = result.exception()
             value = None if error is not None else result.result()
-            self._call(lambda now: done(value, error))
+            self._call(lambda now: done(value, error, now))
 
         assert self._loop is not None
         self._loop.run_in_executor(None, func).add_done_callback(finished)
@@ -93,12 +95,11 @@ class SMTPPool(EngineFacade):
     def withdraw(self, future: Future[SendResult]) -> None:
         self._call(lambda now: self._engine.cancel_future(future))
 
-    def watch(self, connection: Connection) -> None:
-        self.forget(connection)
+    def watch(self, transport: Transport) -> None:
         self._schedule_sync()
 
-    def forget(self, connection: Connection) -> None:
-        watched = self._watched.pop(connection, None)
+    def forget(self, transport: Transport) -> None:
+        watched = self._watched.pop(transport, None)
         if watched is not None and self._loop is not None:
             fd, writing = watched
             self._loop.remove_reader(fd)
@@ -119,7 +120,8 @@ class SMTPPool(EngineFacade):
             self._sync()
         except Exception:  # pragma: no cover - a bug; fail everything rather than hang
             self._engine.log.exception("rawsmtp asyncio pool crashed")
-            self._engine.fail_everything(SMTPConnectionError("the pool's event loop crashed"))
+            error = SMTPConnectionError("the pool's event loop crashed")
+            self._engine.fail_everything(error, time.monotonic())
             self._finished.set()
             raise
 
@@ -138,34 +140,34 @@ class SMTPPool(EngineFacade):
             self._cancel_timer()
             self._finished.set()
             return
-        engine.flush_output(now)
-        for connection in list(engine.connections):
-            self._watch_socket(connection)
+        self._writes.flush(now)
+        for session in list(engine.sessions):
+            self._watch_socket(session.transport)
         self._set_timer(engine.next_deadline(now), now)
 
-    def _watch_socket(self, connection: Connection) -> None:
+    def _watch_socket(self, transport: Any) -> None:
         assert self._loop is not None
-        if connection.sock is None:
+        if not isinstance(transport, Transport) or transport.sock is None:
             return
-        fd, writing = connection.sock.fileno(), connection.wants_write()
-        current = self._watched.get(connection)
+        fd, writing = transport.sock.fileno(), transport.wants_write()
+        current = self._watched.get(transport)
         if current == (fd, writing):
             return
         if current is None:
-            self._loop.add_reader(fd, self._on_event, connection, False)
+            self._loop.add_reader(fd, self._on_event, transport, False)
         if writing and (current is None or not current[1]):
-            self._loop.add_writer(fd, self._on_event, connection, True)
+            self._loop.add_writer(fd, self._on_event, transport, True)
         elif not writing and current is not None and current[1]:
             self._loop.remove_writer(fd)
-        self._watched[connection] = (fd, writing)
+        self._watched[transport] = (fd, writing)
 
-    def _on_event(self, connection: Connection, writable: bool) -> None:
+    def _on_event(self, transport: Transport, writable: bool) -> None:
         def act(now: float) -> None:
-            if connection in self._watched:
+            if transport in self._watched:
                 if writable:
-                    connection.on_writable(now)
+                    transport.on_writable(now)
                 else:
-                    connection.on_readable(now)
+                    transport.on_readable(now)
 
         self._guarded(act)
 
