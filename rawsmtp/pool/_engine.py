@@ -276,8 +276,9 @@ class PoolEngine:
 
     def describe(self) -> str:
         """``queued=3 | 2 ready, 1 opening``: the pool's state for its ``repr``."""
-        ready = sum(1 for session in self.sessions if session.ready)
-        opening = len(self.sessions) - ready
+        sessions = list(self.sessions)  # one C-level copy: safe from any thread
+        ready = sum(1 for session in sessions if session.ready)
+        opening = len(sessions) - ready
         state = f"queued={self.queued} | {ready} ready, {opening} opening"
         return f"{state}, closed" if self.closed else state
 
@@ -467,3 +468,6 @@ class EngineFacade:
     def pending(self) -> int:
         """Messages queued and not yet started."""
         return self._engine.queued
+
+    def __repr__(self) -> str:
+        return f"<SMTPPool {self._engine.describe()}>"

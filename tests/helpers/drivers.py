@@ -44,6 +44,9 @@ class AsyncioPool:
             return future
         return asyncio.run_coroutine_threadsafe(self._pool.send(message, envelope), self._loop)
 
+    def __repr__(self) -> str:
+        return repr(self._pool)
+
     def verify(self) -> bool:
         return self._run(self._pool.verify())
 

@@ -202,3 +202,13 @@ def test_close_while_a_worker_prepares_authentication(pool_factory: Callable[...
         with pytest.raises(rawsmtp.SMTPPoolClosedError):
             future.result(timeout=5)
         assert server.messages == []
+
+
+def test_repr_shows_the_queue_and_the_connections(pool_factory: Callable[..., Any]) -> None:
+    with SMTPTestServer() as server:
+        pool = pool_factory(**options(server, max_connections=1))
+        assert repr(pool) == "<SMTPPool queued=0 | 0 ready, 0 opening>"
+        pool.send(MESSAGE).result(timeout=10)
+        assert repr(pool) == "<SMTPPool queued=0 | 1 ready, 0 opening>"
+        pool.close()
+        assert repr(pool) == "<SMTPPool queued=0 | 0 ready, 0 opening, closed>"
