@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from .._errors import SMTPConnectionError, SMTPPoolClosedError
+from .._errors import LocalProtocolError, SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
 from ._engine import EngineFacade, PoolEngine, Submission
 from ._transport import Transport, WriteBatch
@@ -48,6 +48,8 @@ class SMTPPool(EngineFacade):
         ``max_queue`` set and the queue full, raises :class:`~rawsmtp.SMTPQueueFullError`.
         Cancelling the call withdraws a message that has not started.
         """
+        if not self._engine.closed:
+            self._check_loop()
         submission = self._engine.submit(message, envelope, block=False, timeout=0, on_loop=True)
         if not isinstance(submission, Submission):
             return await asyncio.wrap_future(submission)
@@ -62,16 +64,32 @@ class SMTPPool(EngineFacade):
         """Connect, greet, STARTTLS and authenticate as configured, then QUIT (see the sync pool)."""
         if self._engine.closed:
             raise SMTPPoolClosedError("the pool is closed")
+        self._check_loop()
         future: Future[bool] = Future()
         self._call(lambda now: self._engine.start_verify(future, now))
         return await asyncio.wrap_future(future)
 
-    async def aclose(self) -> None:
-        """Graceful close, as ``rawsmtp.SMTPPool.close()``: in-flight messages finish, QUIT."""
+    async def aclose(self, timeout: float | None = None, *, abort: bool = False) -> None:
+        """Close, as ``rawsmtp.SMTPPool.close()``: in-flight messages finish, then QUIT; after
+        ``timeout`` seconds (at once with ``abort``) messages still in flight are aborted."""
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            self._engine.mark_closed()  # its loop is gone: nothing of it can run any more
+            return
         if self._engine.mark_closed():
             self._call(self._engine.begin_close)
-        if self._loop is not None:
+        if abort:
+            self._call(self._engine.abort)
+        if self._loop is None:
+            return
+        try:
+            await asyncio.wait_for(self._finished.wait(), timeout)
+        except TimeoutError:
+            self._call(self._engine.abort)
             await self._finished.wait()
+
+    async def abort(self) -> None:
+        """Close at once: queued and in-flight messages fail (see ``aclose``)."""
+        await self.aclose(abort=True)
 
     async def __aenter__(self) -> SMTPPool:
         return self
@@ -107,6 +125,15 @@ class SMTPPool(EngineFacade):
                 self._loop.remove_writer(fd)
 
     # -- the loop -------------------------------------------------------------------------------
+
+    def _check_loop(self) -> None:
+        """A pool lives on the loop it first ran on: say so rather than fail inside asyncio."""
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            closed = "closed" if self._loop.is_closed() else "another"
+            raise LocalProtocolError(
+                f"this rawsmtp.aio.SMTPPool belongs to {closed} event loop (the one it first ran "
+                "on); create one pool per asyncio.run()"
+            )
 
     def _call(self, action: Callable[[float], None]) -> None:
         """Run ``action(now)`` now, on the running loop, then bring sockets and timers up to date."""

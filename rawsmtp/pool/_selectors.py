@@ -84,15 +84,30 @@ class SMTPPool(EngineFacade):
         self._post(lambda now: self._engine.start_verify(future, now))
         return future.result()
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None, *, abort: bool = False) -> None:
         """Stop taking messages; let in-flight ones finish; QUIT every connection; fail queued
-        messages with :class:`SMTPPoolClosedError`; wait for the loop thread to end."""
-        if not self._engine.mark_closed():
+        messages with :class:`SMTPPoolClosedError`; wait for the loop thread to end.
+
+        After ``timeout`` seconds (at once with ``abort=True``) messages still in flight are
+        aborted: they fail with :class:`SMTPPoolClosedError`, or with
+        :class:`SMTPDeliveryUnknownError` when their final dot was sent.
+        """
+        if self._engine.mark_closed():
+            self._post(self._engine.begin_close)
+        elif not abort:
             return
-        self._post(self._engine.begin_close)
+        if abort:
+            self._post(self._engine.abort)
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._post(self._engine.abort)
+                self._thread.join()
         self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def abort(self) -> None:
+        """Close at once: queued and in-flight messages fail (see :meth:`close`)."""
+        self.close(abort=True)
 
     def __enter__(self) -> SMTPPool:
         return self
