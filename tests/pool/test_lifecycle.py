@@ -10,21 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers.waiting import wait_until
 
 import rawsmtp
 import rawsmtp.aio
 from rawsmtp.testing import Fault, SMTPTestServer
 
 MESSAGE = b"From: <s@x.test>\r\nTo: <r@x.test>\r\nSubject: life\r\n\r\nhello\r\n"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_a_burst_queued_at_once_is_not_failed_by_the_connect_deadline() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers.waiting import wait_until
 
 import rawsmtp
 from rawsmtp.testing import Fault, SMTPTestServer
@@ -24,15 +25,6 @@ def options(server: SMTPTestServer, **extra: Any) -> dict[str, Any]:
 
 def quits(server: SMTPTestServer) -> int:
     return sum(1 for record in server.commands if record.line.upper() == "QUIT")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_connections_are_recycled_after_max_messages(pool_factory: Callable[..., Any]) -> None:
