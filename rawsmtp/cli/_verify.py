@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from ..config._options import Options, make_options
 from ..config._tls import build_ssl_context, server_name_override
-from ..pool._connection import ehlo_name
 from ..pool._selectors import SMTPPool
+from ..pool._transport import ehlo_name
 from ..pool._wiring import machine_fqdn
 from ..protocol import (
     NEED_DATA,

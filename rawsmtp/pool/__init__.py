@@ -1,7 +1,8 @@
 """The connection pool: a pure scheduler, an engine, sessions over transports, two drivers.
 
 ``_scheduler`` decides (pure, given ``now``); ``_engine`` carries the decisions out on the loop;
-``_connection`` drives one :class:`rawsmtp.protocol.ClientConnection` over a socket (proxy, TLS);
+``_session`` drives one :class:`rawsmtp.protocol.ClientConnection` over a ``_transport`` (socket,
+connect, proxy, TLS, send buffer and deadlines);
 ``_selectors`` and ``_asyncio`` are the two event-loop drivers (the asyncio one is imported by
 ``rawsmtp.aio`` only, since asyncio loads ssl). See ARCHITECTURE.md.
 """

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Unpack
 
-from .._errors import SMTPConnectionError, SMTPPoolClosedError
+from .._errors import LocalProtocolError, SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
 from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
-from ._connection import Connection
 from ._engine import EngineFacade, PoolEngine, Submission
+from ._transport import Transport, WriteBatch
 
 __all__ = ["SMTPPool"]
 
@@ -32,7 +32,9 @@ class SMTPPool(EngineFacade):
     def __init__(self, **options: Unpack[PoolOptions]) -> None:
         self._engine = PoolEngine(dict(options), self)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._watched: dict[Connection, tuple[int, bool]] = {}  # fd, watching for writes
+        self._watched: dict[Transport, tuple[int, bool]] = {}  # fd, watching for writes
+        self._writes = WriteBatch()
+        self.flush_soon = self._writes.add  # IOServices.flush_soon, without a call in between
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._sync_scheduled = False
@@ -47,6 +49,8 @@ class SMTPPool(EngineFacade):
         ``max_queue`` set and the queue full, raises :class:`~rawsmtp.SMTPQueueFullError`.
         Cancelling the call withdraws a message that has not started.
         """
+        if not self._engine.closed:
+            self._check_loop()
         submission = self._engine.submit(message, envelope, block=False, timeout=0, on_loop=True)
         if not isinstance(submission, Submission):
             return await asyncio.wrap_future(submission)
@@ -61,16 +65,32 @@ class SMTPPool(EngineFacade):
         """Connect, greet, STARTTLS and authenticate as configured, then QUIT (see the sync pool)."""
         if self._engine.closed:
             raise SMTPPoolClosedError("the pool is closed")
+        self._check_loop()
         future: Future[bool] = Future()
         self._call(lambda now: self._engine.start_verify(future, now))
         return await asyncio.wrap_future(future)
 
-    async def aclose(self) -> None:
-        """Graceful close, as ``rawsmtp.SMTPPool.close()``: in-flight messages finish, QUIT."""
+    async def aclose(self, timeout: float | None = None, *, abort: bool = False) -> None:
+        """Close, as ``rawsmtp.SMTPPool.close()``: in-flight messages finish, then QUIT; after
+        ``timeout`` seconds (at once with ``abort``) messages still in flight are aborted."""
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            self._engine.mark_closed()  # its loop is gone: nothing of it can run any more
+            return
         if self._engine.mark_closed():
             self._call(self._engine.begin_close)
-        if self._loop is not None:
+        if abort:
+            self._call(self._engine.abort)
+        if self._loop is None:
+            return
+        try:
+            await asyncio.wait_for(self._finished.wait(), timeout)
+        except TimeoutError:
+            self._call(self._engine.abort)
             await self._finished.wait()
+
+    async def abort(self) -> None:
+        """Close at once: queued and in-flight messages fail (see ``aclose``)."""
+        await self.aclose(abort=True)
 
     async def __aenter__(self) -> SMTPPool:
         return self
@@ -81,12 +101,12 @@ class SMTPPool(EngineFacade):
     # -- Driver: what the engine needs ----------------------------------------------------------
 
     def run_blocking(
-        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None], None]
+        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None, float], None]
     ) -> None:
         def finished(result: asyncio.Future[Any]) -> None:
             error = result.exception()
             value = None if error is not None else result.result()
-            self._call(lambda now: done(value, error))
+            self._call(lambda now: done(value, error, now))
 
         assert self._loop is not None
         self._loop.run_in_executor(None, func).add_done_callback(finished)
@@ -94,12 +114,11 @@ class SMTPPool(EngineFacade):
     def withdraw(self, future: Future[SendResult]) -> None:
         self._call(lambda now: self._engine.cancel_future(future))
 
-    def watch(self, connection: Connection) -> None:
-        self.forget(connection)
+    def watch(self, transport: Transport) -> None:
         self._schedule_sync()
 
-    def forget(self, connection: Connection) -> None:
-        watched = self._watched.pop(connection, None)
+    def forget(self, transport: Transport) -> None:
+        watched = self._watched.pop(transport, None)
         if watched is not None and self._loop is not None:
             fd, writing = watched
             self._loop.remove_reader(fd)
@@ -107,6 +126,15 @@ class SMTPPool(EngineFacade):
                 self._loop.remove_writer(fd)
 
     # -- the loop -------------------------------------------------------------------------------
+
+    def _check_loop(self) -> None:
+        """A pool lives on the loop it first ran on: say so rather than fail inside asyncio."""
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            closed = "closed" if self._loop.is_closed() else "another"
+            raise LocalProtocolError(
+                f"this rawsmtp.aio.SMTPPool belongs to {closed} event loop (the one it first ran "
+                "on); create one pool per asyncio.run()"
+            )
 
     def _call(self, action: Callable[[float], None]) -> None:
         """Run ``action(now)`` now, on the running loop, then bring sockets and timers up to date."""
@@ -120,7 +148,8 @@ class SMTPPool(EngineFacade):
             self._sync()
         except Exception:  # pragma: no cover - a bug; fail everything rather than hang
             self._engine.log.exception("rawsmtp asyncio pool crashed")
-            self._engine.fail_everything(SMTPConnectionError("the pool's event loop crashed"))
+            error = SMTPConnectionError("the pool's event loop crashed")
+            self._engine.fail_everything(error, time.monotonic())
             self._finished.set()
             raise
 
@@ -139,34 +168,34 @@ class SMTPPool(EngineFacade):
             self._cancel_timer()
             self._finished.set()
             return
-        engine.flush_output(now)
-        for connection in list(engine.connections):
-            self._watch_socket(connection)
+        self._writes.flush(now)
+        for session in list(engine.sessions):
+            self._watch_socket(session.transport)
         self._set_timer(engine.next_deadline(now), now)
 
-    def _watch_socket(self, connection: Connection) -> None:
+    def _watch_socket(self, transport: Any) -> None:
         assert self._loop is not None
-        if connection.sock is None:
+        if not isinstance(transport, Transport) or transport.sock is None:
             return
-        fd, writing = connection.sock.fileno(), connection.wants_write()
-        current = self._watched.get(connection)
+        fd, writing = transport.sock.fileno(), transport.wants_write()
+        current = self._watched.get(transport)
         if current == (fd, writing):
             return
         if current is None:
-            self._loop.add_reader(fd, self._on_event, connection, False)
+            self._loop.add_reader(fd, self._on_event, transport, False)
         if writing and (current is None or not current[1]):
-            self._loop.add_writer(fd, self._on_event, connection, True)
+            self._loop.add_writer(fd, self._on_event, transport, True)
         elif not writing and current is not None and current[1]:
             self._loop.remove_writer(fd)
-        self._watched[connection] = (fd, writing)
+        self._watched[transport] = (fd, writing)
 
-    def _on_event(self, connection: Connection, writable: bool) -> None:
+    def _on_event(self, transport: Transport, writable: bool) -> None:
         def act(now: float) -> None:
-            if connection in self._watched:
+            if transport in self._watched:
                 if writable:
-                    connection.on_writable(now)
+                    transport.on_writable(now)
                 else:
-                    connection.on_readable(now)
+                    transport.on_readable(now)
 
         self._guarded(act)
 

@@ -1,16 +1,18 @@
 """The pool's logic without its event loop: :class:`PoolEngine`, shared by both drivers.
 
-The engine owns the scheduler, the connections and every message's future; it decides and the
-connections act. What it needs from an event loop is the small :class:`Driver` protocol: run a
-blocking function in a worker, and watch a connection's socket. The selectors pool
-(``rawsmtp.SMTPPool``) and the asyncio pool (``rawsmtp.aio.SMTPPool``) are such drivers, so the
-two behave the same by construction. Every engine method runs on the driver's loop.
+The engine owns the scheduler, the sessions and every message's future; it decides and the
+sessions act. What it needs from an event loop is the small :class:`Driver` protocol: the
+:class:`~rawsmtp.pool._transport.IOServices` it lends to sessions (a worker for blocking calls,
+socket registration, batched writes) and a way back to the loop for cancellations. The selectors
+pool (``rawsmtp.SMTPPool``) and the asyncio pool (``rawsmtp.aio.SMTPPool``) are such drivers, so
+the two behave the same by construction. Every engine method but :meth:`PoolEngine.submit` runs
+on the driver's loop and is given the driver's clock as ``now``: the engine never reads one.
+Sessions come from an injected factory, so tests can run the engine over scripted transports.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -38,30 +40,20 @@ from ..protocol import (
     SMTPTLSError,
     Transaction,
 )
-from ._connection import Connection, ConnectionSettings, protocol_error_of
 from ._future import SendFuture
 from ._scheduler import Job, Scheduler, Slot
-from ._wiring import connection_settings, make_socket_plan, pool_options
+from ._session import Session, SessionSettings, as_smtp_error
+from ._transport import IOServices
+from ._wiring import make_socket_plan, pool_options, session_settings
 
-__all__ = ["Driver", "EngineFacade", "PoolEngine", "Submission"]
+__all__ = ["Driver", "EngineFacade", "PoolEngine", "SessionFactory", "Submission"]
+
+# Builds a session (tests pass one that runs over a scripted transport).
+SessionFactory = Callable[[Any, IOServices, SessionSettings, float], Session]
 
 
-class Driver(Protocol):
-    """What the engine needs from an event loop."""
-
-    def run_blocking(
-        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None], None]
-    ) -> None:
-        """Run ``func`` in a worker; call ``done(result, error)`` back on the loop."""
-        ...
-
-    def watch(self, connection: Connection) -> None:
-        """The connection's socket is new or changed: (re)register it."""
-        ...
-
-    def forget(self, connection: Connection) -> None:
-        """The connection is gone: unregister its socket."""
-        ...
+class Driver(IOServices, Protocol):
+    """What the engine needs from an event loop: the I/O services, and the way back to it."""
 
     def withdraw(self, future: Future[SendResult]) -> None:
         """The caller cancelled ``future`` (any thread): call :meth:`PoolEngine.cancel_future`
@@ -90,9 +82,9 @@ class Submission(Job):
             self.running = True
         return True
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self, now: float) -> Iterator[bytes]:
         self.body_started = True
-        self.body_at = time.monotonic()
+        self.body_at = now
         if self.prepared.size is not None:  # known: no need to count what goes out
             return self.prepared.chunks()
         return self._counted(self.prepared.chunks())
@@ -114,9 +106,16 @@ def _permanent(error: SMTPError | None) -> bool:
 class PoolEngine:
     """Scheduling, connections and futures of one pool (see the module docstring)."""
 
-    def __init__(self, options: dict[str, Any], driver: Driver) -> None:
+    def __init__(
+        self,
+        options: dict[str, Any],
+        driver: Driver,
+        *,
+        session_factory: SessionFactory = Session,
+    ) -> None:
         self.options: Options = pool_options(options)
-        self.settings: ConnectionSettings = connection_settings(self.options)
+        self.settings: SessionSettings = session_settings(self.options)
+        self.session_factory = session_factory
         self.log = self.settings.logger
         self.driver = driver
         o = self.options
@@ -129,7 +128,8 @@ class PoolEngine:
             idle_timeout=o.idle_timeout,
             max_connection_age=o.max_connection_age,
         )
-        self.connections: set[Connection] = set()
+        self.sessions: dict[Session, None] = {}  # every open session, in opening order
+        self._by_slot: dict[Slot, Session] = {}
         self.stopping = False
         self.closed = False  # no more send(); set from the caller's thread
         # Messages waiting, readable from any thread: ``queued`` = entered - left. Callers add
@@ -141,9 +141,8 @@ class PoolEngine:
         self._left = 0
         self.idle = True
         self.idle_callbacks: list[Callable[[], None]] = []
-        self._verifying: dict[Connection, Future[bool]] = {}
+        self._verifying: dict[Session, Future[bool]] = {}
         self._cancellable: dict[Future[SendResult], Submission] = {}  # queued, not started
-        self._unflushed: dict[Connection, None] = {}  # output waiting, in order (flush_soon)
         # Shared by every future of the pool (see SendFuture); the bound method is made once.
         self._futures_lock = threading.RLock()
         self._withdraw = driver.withdraw
@@ -219,32 +218,33 @@ class PoolEngine:
         if self.stopping:
             return
         decisions = self.scheduler.decide(now)
+        by_slot = self._by_slot
         for slot in decisions.retire:
-            self._connection_of(slot).quit(now)
+            by_slot[slot].quit(now)
         for slot, submission in decisions.assign:
             self._count_dequeued()
-            self._assign(self._connection_of(slot), submission, now)
+            self._assign(by_slot[slot], submission, now)
         for _ in range(decisions.open):
-            self._open_connection(now)
+            self._open_session(now)
         self._update_idle()
 
     def next_deadline(self, now: float) -> float | None:
-        deadlines = [d for c in self.connections if (d := c.deadline()) is not None]
+        deadlines = [d for c in self.sessions if (d := c.deadline()) is not None]
         if (deadline := self.scheduler.next_deadline(now)) is not None:
             deadlines.append(deadline)
         return min(deadlines) if deadlines else None
 
     def fire_timers(self, now: float) -> None:
-        for connection in list(self.connections):
-            deadline = connection.deadline()
+        for session in list(self.sessions):
+            deadline = session.deadline()
             if deadline is not None and now >= deadline:
-                connection.on_timer(now)
+                session.on_timer(now)
 
     def start_verify(self, future: Future[bool], now: float) -> None:
-        connection = Connection(self, self.settings, now)
-        self._verifying[connection] = future
-        self.connections.add(connection)
-        self._plan(connection)
+        session = self.session_factory(self, self.driver, self.settings, now)
+        self._verifying[session] = future
+        self.sessions[session] = None
+        self._plan(session)
 
     def begin_close(self, now: float) -> None:
         self.stopping = True
@@ -252,65 +252,51 @@ class PoolEngine:
         for job in self.scheduler.drain():
             self._count_dequeued()
             self._fail(job, closed)
-        for connection in list(self.connections):
-            connection.quit(now)
+        for session in list(self.sessions):
+            session.quit(now)
 
-    def fail_everything(self, error: SMTPError) -> None:
+    def fail_everything(self, error: SMTPError, now: float) -> None:
+        """Fail every queued message with ``error`` and drop every session at once: messages
+        in flight fail too (with SMTPDeliveryUnknownError once their final dot was sent)."""
         self.stopping = True
         for job in self.scheduler.drain():
+            self._count_dequeued()
             self._fail(job, error)
-        for connection in list(self.connections):
-            connection.close_now(error)
+        for session in list(self.sessions):
+            session.close_now(error, now)
+
+    def abort(self, now: float) -> None:
+        """Close without waiting for messages in flight (close's timeout ran out, or abort())."""
+        self.fail_everything(SMTPPoolClosedError("the pool was aborted"), now)
 
     @property
     def finished(self) -> bool:
-        """Closing, and every connection has ended."""
-        return self.stopping and not self.connections
+        """Closing, and every session has ended."""
+        return self.stopping and not self.sessions
 
-    # -- Owner: what connections report -----------------------------------------------------------
+    def describe(self) -> str:
+        """``queued=3 | 2 ready, 1 opening``: the pool's state for its ``repr``."""
+        sessions = list(self.sessions)  # one C-level copy: safe from any thread
+        ready = sum(1 for session in sessions if session.ready)
+        opening = len(sessions) - ready
+        state = f"queued={self.queued} | {ready} ready, {opening} opening"
+        return f"{state}, closed" if self.closed else state
 
-    def run_blocking(
-        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None], None]
-    ) -> None:
-        self.driver.run_blocking(func, done)
+    # -- SessionReports: what sessions report ---------------------------------------------------
 
-    def watch(self, connection: Connection) -> None:
-        if connection in self.connections:
-            self.driver.watch(connection)
-
-    def flush_soon(self, connection: Connection) -> None:
-        self._unflushed[connection] = None
-
-    def flush_output(self, now: float) -> None:
-        """Write the output connections queued since the last call, back to back.
-
-        The drivers call this before they wait for events (the selectors pool also right after
-        handling them, so answers to replies leave at once). Writing each connection's output
-        as soon as it was made left time between writes for a loopback server to fall asleep,
-        and a write that must wake its reader costs several times one that finds it running:
-        written together, 40% more messages a second and half the system time. Output made
-        during this call waits for the next round (the driver then also watches the socket for
-        writability, so the wait does not block).
-        """
-        connections, self._unflushed = self._unflushed, {}
-        for connection in connections:
-            connection.flush(now)
-
-    def connection_ready(self, connection: Connection, window: int) -> None:
-        now = time.monotonic()
-        if connection in self._verifying:
-            connection.quit(now)
+    def session_ready(self, session: Session, window: int, now: float) -> None:
+        if session in self._verifying:
+            session.quit(now)
             return
-        self.log.info(
-            "[%d] connected to %s:%d", connection.id, self.options.host, self.options.port
-        )
-        assert isinstance(connection.slot, Slot)
-        self.scheduler.slot_ready(connection.slot, now, window=window)
+        self.log.info("[%d] connected to %s:%d", session.id, self.options.host, self.options.port)
+        assert isinstance(session.slot, Slot)
+        self.scheduler.slot_ready(session.slot, now, window=window)
 
-    def message_done(self, connection: Connection, event: MessageAccepted | MessageFailed) -> None:
+    def message_done(
+        self, session: Session, event: MessageAccepted | MessageFailed, now: float
+    ) -> None:
         submission: Submission = event.transaction.tag  # type: ignore[assignment]
-        finished = time.monotonic()
-        self._finish_slot(connection, finished)
+        self._finish_slot(session, now)
         if isinstance(event, MessageFailed):
             self._fail(submission, event.error)
             return
@@ -329,19 +315,17 @@ class PoolEngine:
             message_id=prepared.message_id,
             message_size=prepared.size if prepared.size is not None else submission.sent_bytes,
             envelope_time=max(0.0, submission.body_at - submission.assigned_at),
-            message_time=max(0.0, finished - submission.body_at),
-            capabilities=capabilities_of(connection.core),
+            message_time=max(0.0, now - submission.body_at),
+            capabilities=capabilities_of(session.core),
         )
         if not submission.future.done():
             submission.future.set_result(result)
 
-    def connection_closed(
-        self, connection: Connection, event: ConnectionClosed, *, setup_failed: bool
+    def session_closed(
+        self, session: Session, event: ConnectionClosed, now: float, *, setup_failed: bool
     ) -> None:
-        now = time.monotonic()
-        self.driver.forget(connection)
-        self.connections.discard(connection)
-        if (verify := self._verifying.pop(connection, None)) is not None:
+        self.sessions.pop(session, None)
+        if (verify := self._verifying.pop(session, None)) is not None:
             if event.error is None:
                 verify.set_result(True)
             else:
@@ -349,7 +333,7 @@ class PoolEngine:
             return
         error = event.error
         if error is not None:
-            self.log.info("[%d] connection closed: %s", connection.id, error)
+            self.log.info("[%d] connection closed: %s", session.id, error)
         for transaction in event.unconfirmed:
             self._fail(
                 transaction.tag,  # type: ignore[arg-type]
@@ -359,10 +343,11 @@ class PoolEngine:
                 ),
             )
         requeue = self._requeue(event.unsent, error)
-        assert isinstance(connection.slot, Slot)
+        assert isinstance(session.slot, Slot)
+        del self._by_slot[session.slot]
         charge_setup = setup_failed and error is not None and not self.stopping
         exhausted = self.scheduler.slot_closed(
-            connection.slot, now, requeue=requeue, setup_failed=charge_setup
+            session.slot, now, requeue=requeue, setup_failed=charge_setup
         )
         if charge_setup and _permanent(error):
             exhausted += self.scheduler.drain()
@@ -391,20 +376,20 @@ class PoolEngine:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _assign(self, connection: Connection, submission: Submission, now: float) -> None:
+    def _assign(self, session: Session, submission: Submission, now: float) -> None:
         self._cancellable.pop(submission.future, None)
         if not submission.start():  # cancelled while queued
-            self._finish_slot(connection, now)
+            self._finish_slot(session, now)
             return
-        submission.assigned_at = time.monotonic()
+        submission.assigned_at = now
         try:
-            connection.send(self._transaction_for(submission, connection), now)
+            session.send(self._transaction_for(submission, session), now)
         except SMTPCapabilityError as error:
-            self._finish_slot(connection, now)
+            self._finish_slot(session, now)
             self._fail(submission, error)
 
-    def _transaction_for(self, submission: Submission, connection: Connection) -> Transaction:
-        prepared, core = submission.prepared, connection.core
+    def _transaction_for(self, submission: Submission, session: Session) -> Transaction:
+        prepared, core = submission.prepared, session.core
         assert core is not None
         offered = core.extensions
         eight_bit = prepared.eight_bit
@@ -417,27 +402,23 @@ class PoolEngine:
             tag=submission,
         )
 
-    def _open_connection(self, now: float) -> None:
-        connection = Connection(self, self.settings, now)
-        connection.slot = self.scheduler.slot_opened(now)
-        self.connections.add(connection)
-        self._plan(connection)
+    def _open_session(self, now: float) -> None:
+        session = self.session_factory(self, self.driver, self.settings, now)
+        slot = self.scheduler.slot_opened(now)
+        session.slot = slot
+        self._by_slot[slot] = session
+        self.sessions[session] = None
+        self._plan(session)
 
-    def _plan(self, connection: Connection) -> None:
-        def done(plan: Any, error: BaseException | None) -> None:
+    def _plan(self, session: Session) -> None:
+        def done(plan: Any, error: BaseException | None, now: float) -> None:
             if error is not None:
-                connection.fail_setup(protocol_error_of(error))
+                session.close_now(as_smtp_error(error), now)
             else:
-                connection.start(plan, time.monotonic())
+                session.start(plan, now)
 
         options = self.options
         self.driver.run_blocking(lambda: make_socket_plan(options), done)
-
-    def _connection_of(self, slot: Slot) -> Connection:
-        for connection in self.connections:
-            if connection.slot is slot:
-                return connection
-        raise LookupError("no connection for slot")  # pragma: no cover - a bug
 
     def _count_dequeued(self) -> None:
         self._left += 1
@@ -455,9 +436,9 @@ class PoolEngine:
                 except Exception:
                     self.log.exception("on_idle callback failed")
 
-    def _finish_slot(self, connection: Connection, now: float) -> None:
-        if isinstance(connection.slot, Slot):
-            self.scheduler.job_finished(connection.slot, now)
+    def _finish_slot(self, session: Session, now: float) -> None:
+        if isinstance(session.slot, Slot):
+            self.scheduler.job_finished(session.slot, now)
 
     def _fail(self, submission: Submission, error: SMTPError) -> None:
         self._cancellable.pop(submission.future, None)
@@ -488,3 +469,6 @@ class EngineFacade:
     def pending(self) -> int:
         """Messages queued and not yet started."""
         return self._engine.queued
+
+    def __repr__(self) -> str:
+        return f"<SMTPPool {self._engine.describe()}>"

@@ -22,8 +22,8 @@ from typing import Any, Unpack
 from .._errors import SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
 from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
-from ._connection import Connection
 from ._engine import EngineFacade, PoolEngine, Submission
+from ._transport import Transport, WriteBatch
 
 __all__ = ["SMTPPool"]
 
@@ -44,7 +44,9 @@ class SMTPPool(EngineFacade):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._registered: dict[Connection, int] = {}  # connection -> its registered event mask
+        self._registered: dict[Transport, int] = {}  # transport -> its registered event mask
+        self._writes = WriteBatch()
+        self.flush_soon = self._writes.add  # IOServices.flush_soon, without a call in between
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rawsmtp-worker")
 
     # -- public API -----------------------------------------------------------------------------
@@ -83,15 +85,30 @@ class SMTPPool(EngineFacade):
         self._post(lambda now: self._engine.start_verify(future, now))
         return future.result()
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None, *, abort: bool = False) -> None:
         """Stop taking messages; let in-flight ones finish; QUIT every connection; fail queued
-        messages with :class:`SMTPPoolClosedError`; wait for the loop thread to end."""
-        if not self._engine.mark_closed():
+        messages with :class:`SMTPPoolClosedError`; wait for the loop thread to end.
+
+        After ``timeout`` seconds (at once with ``abort=True``) messages still in flight are
+        aborted: they fail with :class:`SMTPPoolClosedError`, or with
+        :class:`SMTPDeliveryUnknownError` when their final dot was sent.
+        """
+        if self._engine.mark_closed():
+            self._post(self._engine.begin_close)
+        elif not abort:
             return
-        self._post(self._engine.begin_close)
+        if abort:
+            self._post(self._engine.abort)
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._post(self._engine.abort)
+                self._thread.join()
         self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def abort(self) -> None:
+        """Close at once: queued and in-flight messages fail (see :meth:`close`)."""
+        self.close(abort=True)
 
     def __enter__(self) -> SMTPPool:
         return self
@@ -102,32 +119,29 @@ class SMTPPool(EngineFacade):
     # -- Driver: what the engine needs ----------------------------------------------------------
 
     def run_blocking(
-        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None], None]
+        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None, float], None]
     ) -> None:
         def finished(result: Future[Any]) -> None:
             error = result.exception()
             value = None if error is not None else result.result()
-            self._post(lambda now: done(value, error))
+            self._post(lambda now: done(value, error, now))
 
         try:
             self._workers.submit(func).add_done_callback(finished)
         except RuntimeError as error:  # the pool is shutting down
-            done(None, error)
+            done(None, error, time.monotonic())
 
     def withdraw(self, future: Future[SendResult]) -> None:
         engine = self._engine
         self._post(lambda now: engine.cancel_future(future))
 
-    def watch(self, connection: Connection) -> None:
-        """The connection's socket changed (a new address was tried): register it afresh."""
-        self.forget(connection)
-        self._registered[connection] = 0
+    def watch(self, transport: Transport) -> None:
+        """A new socket: registered (with the events it waits for) before the loop next waits."""
+        self._registered[transport] = 0
 
-    def forget(self, connection: Connection) -> None:
-        if self._registered.pop(connection, 0):
-            for key in list(self._selector.get_map().values()):
-                if key.data is connection:
-                    self._selector.unregister(key.fileobj)
+    def forget(self, transport: Transport) -> None:
+        if self._registered.pop(transport, 0) and transport.sock is not None:
+            self._selector.unregister(transport.sock)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -159,17 +173,18 @@ class SMTPPool(EngineFacade):
                 engine.decide(now)
                 if engine.finished:
                     break  # checked after the inbox, which is where close() arrives
-                engine.flush_output(now)
+                self._writes.flush(now)
                 self._update_registrations()
                 deadline = engine.next_deadline(now)
                 for key, mask in self._selector.select(self._timeout(deadline, now)):
                     self._on_ready(key, mask)
-                engine.flush_output(time.monotonic())  # answers to the replies, at once
+                self._writes.flush(time.monotonic())  # answers to the replies, at once
                 if deadline is not None and (now := time.monotonic()) >= deadline:
                     engine.fire_timers(now)  # only when the earliest deadline has come
         except BaseException:  # pragma: no cover - a bug; fail everything rather than hang
             engine.log.exception("rawsmtp pool loop crashed")
-            engine.fail_everything(SMTPConnectionError("the pool's event loop crashed"))
+            error = SMTPConnectionError("the pool's event loop crashed")
+            engine.fail_everything(error, time.monotonic())
             raise
         finally:
             self._shutdown_loop()
@@ -189,17 +204,17 @@ class SMTPPool(EngineFacade):
             action(now)
 
     def _on_ready(self, key: selectors.SelectorKey, mask: int) -> None:
-        connection = key.data
-        if connection is None:  # the wake-up socket; the inbox is drained next round
+        transport = key.data
+        if transport is None:  # the wake-up socket; the inbox is drained next round
             with contextlib.suppress(OSError):  # BlockingIOError once it is empty
                 while self._wake_r.recv(4096):
                     pass
             return
         now = time.monotonic()
-        if mask & selectors.EVENT_WRITE and connection in self._registered:
-            connection.on_writable(now)
-        if mask & selectors.EVENT_READ and connection in self._registered:
-            connection.on_readable(now)
+        if mask & selectors.EVENT_WRITE and transport in self._registered:
+            transport.on_writable(now)
+        if mask & selectors.EVENT_READ and transport in self._registered:
+            transport.on_readable(now)
 
     def _timeout(self, deadline: float | None, now: float) -> float | None:
         if self._inbox:
@@ -207,17 +222,17 @@ class SMTPPool(EngineFacade):
         return None if deadline is None else max(0.0, deadline - now)
 
     def _update_registrations(self) -> None:
-        for connection, registered in list(self._registered.items()):
-            if connection.sock is None:
+        for transport, registered in list(self._registered.items()):
+            if transport.sock is None:
                 continue
-            mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if connection.wants_write() else 0)
+            mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if transport.wants_write() else 0)
             if mask == registered:
                 continue
             if registered:
-                self._selector.modify(connection.sock, mask, connection)
+                self._selector.modify(transport.sock, mask, transport)
             else:
-                self._selector.register(connection.sock, mask, connection)
-            self._registered[connection] = mask
+                self._selector.register(transport.sock, mask, transport)
+            self._registered[transport] = mask
 
     def _shutdown_loop(self) -> None:
         self._engine.stopping = True

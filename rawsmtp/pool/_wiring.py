@@ -1,6 +1,6 @@
-"""From validated pool options to what each connection needs (and to a socket, in a worker).
+"""From validated pool options to what each session needs (and to a socket, in a worker).
 
-Kept apart from the pool so the selectors pool and the asyncio pool derive connections the same
+Kept apart from the pool so the selectors pool and the asyncio pool derive sessions the same
 way: STARTTLS policy, TLS context, EHLO name, authentication, get_socket and name resolution.
 """
 
@@ -24,19 +24,20 @@ from ..config._tls import build_ssl_context, server_name_override
 from ..protocol import ClientConnection, LocalProtocolError
 from ..protocol._sasl import SASLMechanism
 from ..proxy import parse_proxy_url, resolve_ipv4, start_handshake
-from ._connection import ConnectionSettings, SocketPlan
+from ._session import SessionSettings
 from ._tokens import TokenSource
+from ._transport import SocketPlan
 
-__all__ = ["connection_settings", "machine_fqdn", "make_socket_plan", "pool_options"]
+__all__ = ["machine_fqdn", "make_socket_plan", "pool_options", "session_settings"]
 
 
 def pool_options(options: dict[str, Any]) -> Options:
     return make_options(**options)
 
 
-def connection_settings(options: Options) -> ConnectionSettings:
+def session_settings(options: Options) -> SessionSettings:
     logger = _logger(options)
-    return ConnectionSettings(
+    return SessionSettings(
         host=options.host,
         port=options.port,
         secure=options.secure,

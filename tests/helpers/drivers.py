@@ -44,6 +44,9 @@ class AsyncioPool:
             return future
         return asyncio.run_coroutine_threadsafe(self._pool.send(message, envelope), self._loop)
 
+    def __repr__(self) -> str:
+        return repr(self._pool)
+
     def verify(self) -> bool:
         return self._run(self._pool.verify())
 
@@ -57,11 +60,14 @@ class AsyncioPool:
     def pending(self) -> int:
         return self._pool.pending
 
-    def close(self) -> None:
+    def abort(self) -> None:
+        self.close(abort=True)
+
+    def close(self, timeout: float | None = None, *, abort: bool = False) -> None:
         if self._loop.is_closed():
             return
         try:
-            self._run(self._pool.aclose())
+            self._run(self._pool.aclose(timeout, abort=abort))
             self._run(self._loop.shutdown_default_executor())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers.waiting import wait_until
 
 import rawsmtp
 from rawsmtp.testing import Fault, SMTPTestServer
@@ -24,15 +25,6 @@ def options(server: SMTPTestServer, **extra: Any) -> dict[str, Any]:
 
 def quits(server: SMTPTestServer) -> int:
     return sum(1 for record in server.commands if record.line.upper() == "QUIT")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_connections_are_recycled_after_max_messages(pool_factory: Callable[..., Any]) -> None:
@@ -202,3 +194,13 @@ def test_close_while_a_worker_prepares_authentication(pool_factory: Callable[...
         with pytest.raises(rawsmtp.SMTPPoolClosedError):
             future.result(timeout=5)
         assert server.messages == []
+
+
+def test_repr_shows_the_queue_and_the_connections(pool_factory: Callable[..., Any]) -> None:
+    with SMTPTestServer() as server:
+        pool = pool_factory(**options(server, max_connections=1))
+        assert repr(pool) == "<SMTPPool queued=0 | 0 ready, 0 opening>"
+        pool.send(MESSAGE).result(timeout=10)
+        assert repr(pool) == "<SMTPPool queued=0 | 1 ready, 0 opening>"
+        pool.close()
+        assert repr(pool) == "<SMTPPool queued=0 | 0 ready, 0 opening, closed>"

@@ -1,0 +1,139 @@
+"""The transport's deadlines and socket life, through both pool drivers: a server that stops
+reading mid-body, refused and timed-out connects (the pool survives them), and the EHLO name
+of sockets with no IP address."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import rawsmtp
+from rawsmtp.pool._transport import ehlo_name
+from rawsmtp.testing import SMTPTestServer
+
+MESSAGE = b"From: <s@x.test>\r\nTo: <r@x.test>\r\nSubject: t\r\n\r\nhello\r\n"
+BIG = b"From: <s@x.test>\r\nTo: <r@x.test>\r\n\r\n" + (b"x" * 998 + b"\r\n") * 32_000  # 32 MB
+
+
+def _stop_reading_after_354(listener: socket.socket, stop: threading.Event) -> None:
+    """Answer up to DATA's 354 (one command at a time, no PIPELINING), then never read again."""
+    conn, _ = listener.accept()
+    with conn, conn.makefile("rb") as lines:
+        conn.sendall(b"220 stall.test\r\n")
+        while line := lines.readline():
+            if line[:4].upper() == b"DATA":
+                conn.sendall(b"354 go on\r\n")
+                break
+            conn.sendall(b"250 ok\r\n")
+        stop.wait(30)
+
+
+@pytest.fixture
+def stalling_server() -> Iterator[int]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    thread = threading.Thread(target=_stop_reading_after_354, args=(listener, stop), daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+def test_a_server_that_stops_reading_mid_body_times_out(
+    pool_factory: Callable[..., Any], stalling_server: int
+) -> None:
+    pool = pool_factory(
+        host="127.0.0.1", port=stalling_server, ignore_tls=True, socket_timeout=1, max_retries=0
+    )
+    started = time.monotonic()
+    try:
+        error = pool.send(BIG).exception(timeout=10)
+    finally:
+        closer = threading.Thread(target=pool.close, daemon=True)
+        closer.start()
+        closer.join(10)
+    assert isinstance(error, rawsmtp.SMTPTimeoutError) and error.phase == "send"
+    assert time.monotonic() - started < 8
+    assert not closer.is_alive()  # close() did not hang on the stalled session
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed again: nothing listens there
+
+
+def _full_backlog(port: int) -> list[socket.socket]:
+    """A listener whose backlog is full: further connects to it hang (SYN dropped, on Linux)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(0)
+    held = [listener]
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        held.append(filler)
+    time.sleep(0.1)
+    return held
+
+
+def test_refused_connect_fails_the_message_and_the_pool_goes_on(
+    pool_factory: Callable[..., Any],
+) -> None:
+    port = _free_port()
+    options = {"host": "127.0.0.1", "port": port, "ignore_tls": True, "max_retries": 0}
+    with pool_factory(**options) as pool:
+        error = pool.send(MESSAGE).exception(timeout=10)
+        assert isinstance(error, rawsmtp.SMTPConnectionError), error
+        assert "could not connect" in str(error)
+        with SMTPTestServer(port=port) as server:
+            assert pool.send(MESSAGE).result(timeout=10).accepted == ("r@x.test",)
+            assert len(server.messages) == 1
+
+
+def test_timed_out_connect_fails_the_message_and_the_pool_goes_on(
+    pool_factory: Callable[..., Any],
+) -> None:
+    port = _free_port()
+    held = _full_backlog(port)
+    options = {"host": "127.0.0.1", "port": port, "ignore_tls": True, "max_retries": 0}
+    with pool_factory(**options, connection_timeout=0.5) as pool:
+        try:
+            error = pool.send(MESSAGE).exception(timeout=10)
+        finally:
+            for sock in held:
+                sock.close()
+        assert isinstance(error, rawsmtp.SMTPTimeoutError), error
+        assert error.phase == "connect"
+        with SMTPTestServer(port=port) as server:
+            assert pool.send(MESSAGE).result(timeout=10).accepted == ("r@x.test",)
+            assert len(server.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: socket.socketpair()[0], "[127.0.0.1]"),
+        (lambda: socket.socket(socket.AF_UNIX), "[127.0.0.1]"),
+        (lambda: socket.socket(socket.AF_INET6), "[IPv6:::]"),
+        (lambda: None, "[127.0.0.1]"),
+    ],
+)
+def test_ehlo_name_of_sockets_without_an_ip_address(
+    make: Callable[[], socket.socket | None], expected: str
+) -> None:
+    sock = make()
+    try:
+        assert ehlo_name(None, None, sock) == expected
+        assert ehlo_name("mx.example", None, sock) == "mx.example"
+    finally:
+        if sock is not None:
+            sock.close()
