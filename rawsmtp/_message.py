@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from ._errors import SMTPConnectionError
 from .protocol import LocalProtocolError
-from .protocol._address import ascii_address, parse_address_list, parse_mailbox
+from .protocol._address import ascii_address, parse_address_list, parse_mailbox, quote_local_part
 from .protocol._data import _LineEnds
 from .protocol._transaction import Transaction
 
@@ -458,7 +458,11 @@ def _field_value(key: str, value: Any) -> _Value:
             defect, email.errors.InvalidHeaderDefect | email.errors.UndecodableBytesDefect
         ):
             raise LocalProtocolError(f"invalid address in {key.title()}: {value!r}: {defect}")
-    return tuple(parse_mailbox(address.addr_spec) for address in addresses)
+    # Not Address.addr_spec: it leaves a local part such as "." unquoted.
+    return tuple(
+        parse_mailbox(f"{quote_local_part(address.username)}@{address.domain}")
+        for address in addresses
+    )
 
 
 def _header_text(header: email.header.Header) -> str:

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 from .._errors import LocalProtocolError
 
-__all__ = ["ascii_address", "parse_address_list", "parse_mailbox", "validate_address"]
+__all__ = [
+    "ascii_address",
+    "parse_address_list",
+    "parse_mailbox",
+    "quote_local_part",
+    "validate_address",
+]
 
 # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, its brackets included.
 MAX_PATH = 254
@@ -36,7 +42,7 @@ _LDH_TAG = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
 _NOT_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 _SPECIALS = frozenset('()<>[]:;@\\,."')
 # Folding: a line end followed by white space is white space (RFC 5322 section 2.2.3).
-_FOLD = re.compile(r"\r?\n(?=[ \t])|\r(?=[ \t])")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +56,10 @@ def _fail(text: str, reason: str) -> LocalProtocolError:
     return LocalProtocolError(f"invalid address {text!r}: {reason}")
 
 
-def _tokens(text: str) -> list[_Token]:
-    """Split header text into atoms, quoted strings, domain literals and specials."""
-    unfolded = _FOLD.sub("", text)
+def _tokens(text: str, *, folded: bool) -> list[_Token]:
+    """Split text into atoms, quoted strings, domain literals and specials. ``folded`` (a
+    header field's value) lets a line end followed by white space be white space."""
+    unfolded = _FOLD.sub("", text) if folded else text
     bad = _NOT_TEXT.search(unfolded)
     if bad:
         char = bad.group()
@@ -124,9 +131,9 @@ def _quoted(text: str, unfolded: str, index: int) -> tuple[int, str]:
 class _Parser:
     """Recursive descent over the tokens of one header value or one mailbox string."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, folded: bool = False) -> None:
         self.text = text
-        self.tokens = _tokens(text)
+        self.tokens = _tokens(text, folded=folded)
         self.index = 0
 
     def peek(self) -> str | None:
@@ -209,10 +216,19 @@ def _local_part(text: str, words: list[_Token]) -> str:
     value = "".join(parts)
     if not value:
         raise _fail(text, "empty local part")
-    if _DOT_ATOM.fullmatch(value):
-        return value
     if "\t" in value:
         raise _fail(text, "a tab in a quoted local part")
+    if "<" in value or ">" in value:
+        # Valid in a quoted string, but a server (and Transaction's SIZE splice) that ends the
+        # path at the first '>' would read the rest as parameters: never sent.
+        raise _fail(text, "'<' or '>' in the local part")
+    return quote_local_part(value)
+
+
+def quote_local_part(value: str) -> str:
+    """A local part's value in its canonical form: a dot-atom as is, else a quoted string."""
+    if _DOT_ATOM.fullmatch(value):
+        return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -272,7 +288,7 @@ def parse_address_list(text: str) -> list[str]:
 
     Empty members (``a@b, , c@d``, RFC 5322 obs-addr-list) and empty groups yield nothing.
     """
-    parser = _Parser(text)
+    parser = _Parser(text, folded=True)
     found: list[str] = []
     while parser.peek() is not None:
         if parser.peek() == ",":
