@@ -266,7 +266,8 @@ def prepare_message(message: Any, envelope: Envelope | Mapping[str, Any] | None)
         message = message.encode("utf-8", "surrogateescape")
     if isinstance(message, bytes | bytearray | memoryview):
         data = bytes(message)
-        return _from_bytes(data, _envelope(envelope, _header_fields(data)))
+        fields = _header_fields(data)
+        return _from_bytes(data, _envelope(envelope, fields), fields)
     try:
         if hasattr(message, "read"):
             return _from_stream(_Source(file=message), envelope)
@@ -288,21 +289,20 @@ def _from_email_message(
     fields = _message_fields(message)
     envelope = _envelope(given, fields)
     data = _flatten(message, utf8=envelope.smtputf8)
-    return _from_bytes(data, envelope, fields=fields)
+    return _from_bytes(data, envelope, fields, add_missing=True)
 
 
 def _from_bytes(
-    data: bytes, envelope: Envelope, *, fields: _Fields | None = None
+    data: bytes, envelope: Envelope, fields: _Fields, *, add_missing: bool = False
 ) -> PreparedMessage:
-    """In-memory content. ``fields`` (an email.message.Message's) says a Message-ID and Date
-    are to be added when missing; raw bytes are sent as given, but for line ends and Bcc."""
-    if fields is None:
-        fields, added = _header_fields(data), b""
-    else:
-        added = _missing_headers(fields, envelope)
+    """In-memory content with its header ``fields``. ``add_missing`` (for an
+    email.message.Message) adds the Message-ID and Date it lacks; raw bytes are sent as
+    given, but for line ends and Bcc."""
+    message_id = _message_id(fields)
     data = _crlf(_strip_hidden(data))
-    message_id = _message_id(fields) or _message_id(_header_fields(added))
-    data = added + data
+    if add_missing:
+        added, message_id = _missing_headers(fields, envelope, message_id)
+        data = added + data
     eight_bit = not data.isascii()
     return PreparedMessage(
         envelope=envelope,
@@ -315,9 +315,11 @@ def _from_bytes(
     )
 
 
-def _missing_headers(fields: _Fields, envelope: Envelope) -> bytes:
+def _missing_headers(
+    fields: _Fields, envelope: Envelope, message_id: str | None
+) -> tuple[bytes, str | None]:
     added = b""
-    if _message_id(fields) is None:
+    if message_id is None:
         # The sender's domain, never socket.getfqdn(): make_msgid's default may block on DNS.
         domain = "x@" + (envelope.mail_from.rpartition("@")[2] or "rawsmtp.invalid")
         domain = ascii_address(domain) or "x@rawsmtp.invalid"  # as an A-label
@@ -325,7 +327,7 @@ def _missing_headers(fields: _Fields, envelope: Envelope) -> bytes:
         added += f"Message-ID: {message_id}\r\n".encode("ascii")
     if not any(name == "date" for name, _ in fields):
         added += f"Date: {email.utils.formatdate(localtime=True)}\r\n".encode("ascii")
-    return added
+    return added, message_id
 
 
 def _from_stream(source: _Source, given: Envelope | Mapping[str, Any] | None) -> PreparedMessage:
