@@ -5,7 +5,10 @@ whose fault it is: :class:`LocalProtocolError` (also a ``ValueError``) means the
 the API or gave input that can never be sent; :class:`RemoteProtocolError` means the server broke
 the protocol; :class:`SMTPResponseError` means the server answered a command with a refusal. The
 rest say what only a driver with sockets and clocks can know (connecting, proxies, the pool's own
-life cycle, options). This module imports nothing of rawsmtp.
+life cycle, options). The errors of the transport are also the built-in exceptions of their
+kind (``SMTPConnectionError`` and ``SMTPDisconnectedError`` are ``ConnectionError`` classes,
+``SMTPTimeoutError`` a ``TimeoutError``, all ``OSError``); no class is both an ``OSError`` and a
+``ValueError``. This module imports nothing of rawsmtp.
 """
 
 from __future__ import annotations
@@ -83,8 +86,10 @@ class RemoteProtocolError(SMTPError):
     """The server broke the protocol: a malformed or oversized reply, or bytes where none may be."""
 
 
-class SMTPDisconnectedError(SMTPError):
-    """The server closed the connection when the client still expected a reply."""
+class SMTPDisconnectedError(SMTPError, ConnectionError):
+    """The server closed the connection when the client still expected a reply.
+
+    Also a ``ConnectionError`` (an ``OSError``), as smtplib's SMTPServerDisconnected is one."""
 
 
 class SMTPTLSError(SMTPError):
@@ -187,8 +192,10 @@ class SMTPConfigError(LocalProtocolError):
         self.option = option
 
 
-class SMTPConnectionError(SMTPError):
-    """No connection could be made (refused, unreachable, name not resolved)."""
+class SMTPConnectionError(SMTPError, ConnectionError):
+    """No connection could be made (refused, unreachable, name not resolved), or the message
+    source failed while being read. Also a ``ConnectionError`` (an ``OSError``), as smtplib's
+    errors are ``OSError`` subclasses: ``except OSError`` code written for smtplib still catches it."""
 
 
 class SMTPProxyError(SMTPConnectionError):

@@ -1,28 +1,42 @@
 """Message intake: what ``send()`` accepts, turned into an envelope and a stream of chunks.
 
 Accepted messages: ``bytes``/``bytearray``/``memoryview``, ``str`` (UTF-8), an
-``email.message.Message``, a binary file object, or an iterable of ``bytes`` chunks. The
-envelope is given (an :class:`Envelope` or a Nodemailer-style dict) or derived from the headers:
-Sender, else From; To, Cc and Bcc. A Bcc header is never transmitted.
+``email.message.Message`` (any policy, compat32 and ``email.header.Header`` values included), a
+binary file object, or an iterable of ``bytes`` chunks. The envelope is given (an
+:class:`Envelope` or a Nodemailer-style dict) or derived from the headers: the most recent
+Resent-* block when there is one (RFC 5322 section 3.6.6), else Sender or From, and To, Cc and
+Bcc. Bcc and Resent-Bcc fields are never transmitted. Every address goes through the one
+grammar of :mod:`rawsmtp.protocol._address`.
+
+In-memory content is normalised here to CR LF line ends ending in CR LF, which is what either
+encoder sends, so its SIZE (RFC 1870: the octets of the message, without DATA's dot-stuffing and
+terminator) is exact; a seekable file is measured the same way, by reading it once more.
 
 Everything that can be checked before a connection is used is checked here, so invalid input
-raises a ``ValueError`` subclass from ``send()`` itself.
+raises a :class:`LocalProtocolError` from ``send()`` itself. A message source that fails while
+being read raises :class:`SMTPConnectionError` (its ``__cause__`` the original error).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import email.utils
 import functools
 import io
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from .protocol import LocalProtocolError, validate_address
+from ._errors import SMTPConnectionError
+from .protocol import LocalProtocolError
+from .protocol._address import ascii_address, parse_address_list, parse_mailbox, quote_local_part
+from .protocol._data import _LineEnds
 from .protocol._transaction import Transaction
 
 if TYPE_CHECKING:
+    import email.header
     import email.message
 
 __all__ = ["CHUNK_SIZE", "Envelope", "PreparedMessage", "prepare_message"]
@@ -30,22 +44,34 @@ __all__ = ["CHUNK_SIZE", "Envelope", "PreparedMessage", "prepare_message"]
 CHUNK_SIZE = 64 * 1024
 # How much of a stream is read to find its header block when the envelope must come from it.
 MAX_HEADER_BLOCK = 1024 * 1024
-# Header fields read from a message (names lower-cased), each with its values in order.
-_Headers = dict[str, list[str]]
-_WANTED_FIELDS = frozenset({"from", "sender", "to", "cc", "bcc", "message-id", "date"})
+# Header fields read from a message, in order (names lower-cased): a value is the field's text,
+# or the addr-specs an email.headerregistry header parsed already. ("", "") stands for any run
+# of other fields: it ends a Resent- block.
+_Value = str | tuple[str, ...]
+_Fields = tuple[tuple[str, _Value], ...]
+_OTHER: tuple[str, _Value] = ("", "")
+_ADDRESS_FIELDS = frozenset({"sender", "from", "to", "cc", "bcc"})
+_WANTED_FIELDS = _ADDRESS_FIELDS | {"message-id", "date"}
+_HIDDEN_FIELDS = (b"bcc:", b"resent-bcc:")
+# Fields a Resent- block holds once: a second one starts the next (older) block.
+_ONCE_PER_BLOCK = frozenset({"resent-date", "resent-from", "resent-sender", "resent-message-id"})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """The SMTP envelope of one message (RFC 5321 MAIL FROM and RCPT TO, plus DSN options).
 
-    ``mail_from`` may be ``""`` (the null reverse-path, for bounces). ``notify``, ``ret``,
-    ``envid`` and ``orcpt`` are RFC 3461 DSN requests; ``requiretls`` is RFC 8689. Addresses are
-    validated on creation (no CR, LF, NUL, brackets or spaces; non-ASCII means SMTPUTF8).
+    ``Envelope(mail_from, rcpt_to, ...)``: each address is one mailbox, bare or as
+    ``Name <addr>``, stored as its canonical addr-spec; ``rcpt_to`` is one such string or an
+    iterable of them. ``mail_from`` may be ``""`` or ``"<>"``, the null reverse-path (for
+    bounces). ``notify``, ``ret``, ``envid`` and ``orcpt`` are RFC 3461 DSN requests;
+    ``requiretls`` is RFC 8689. Non-ASCII addresses need SMTPUTF8 (RFC 6531); see
+    :meth:`ascii_form` for a server without it.
     """
 
     mail_from: str
     rcpt_to: tuple[str, ...]
+    _: KW_ONLY
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
     notify: frozenset[str] | None = None
@@ -68,10 +94,9 @@ class Envelope:
         ) -> None: ...
 
     def __post_init__(self) -> None:
-        if isinstance(self.rcpt_to, str):
-            object.__setattr__(self, "rcpt_to", (self.rcpt_to,))
-        else:
-            object.__setattr__(self, "rcpt_to", tuple(self.rcpt_to))
+        given = (self.rcpt_to,) if isinstance(self.rcpt_to, str) else tuple(self.rcpt_to)
+        object.__setattr__(self, "mail_from", parse_mailbox(self.mail_from, null_allowed=True))
+        object.__setattr__(self, "rcpt_to", tuple(parse_mailbox(r) for r in given))
         if self.notify is not None:
             object.__setattr__(self, "notify", frozenset(v.upper() for v in self.notify))
         # The protocol's own serialisation is the one validator of what goes on the wire; the
@@ -93,6 +118,20 @@ class Envelope:
         """Whether an address needs SMTPUTF8 (RFC 6531)."""
         return not all(address.isascii() for address in (self.mail_from, *self.rcpt_to))
 
+    def ascii_form(self) -> Envelope | None:
+        """This envelope for a server without SMTPUTF8: non-ASCII domains as IDNA A-labels.
+
+        Itself when every address is ASCII; None when a local part is not ASCII (such a
+        mailbox has no ASCII form: the message needs SMTPUTF8).
+        """
+        if not self.smtputf8:
+            return self
+        addresses = [ascii_address(a) for a in (self.mail_from, *self.rcpt_to)]
+        if any(address is None for address in addresses):
+            return None
+        mail_from, *rcpt_to = (a for a in addresses if a is not None)
+        return dataclasses.replace(self, mail_from=mail_from, rcpt_to=tuple(rcpt_to))
+
     def transaction(
         self,
         *,
@@ -109,7 +148,8 @@ class Envelope:
 class PreparedMessage:
     """A message ready for the pool: its envelope, what is known of its body, and the body.
 
-    ``size`` is the byte count when known up front (bytes, Message, seekable file), else None.
+    ``size`` is the exact number of octets the encoders send (CR LF line ends, a final CR LF,
+    no dot-stuffing) when known up front (bytes, str, Message, seekable file), else None.
     ``eight_bit`` is None when the body is a stream that was not scanned. ``utf8_headers`` says
     the header block has non-ASCII bytes (RFC 6532): SMTPUTF8 is requested where offered.
     ``restartable`` says whether :meth:`chunks` may be called again after a failed attempt.
@@ -126,6 +166,20 @@ class PreparedMessage:
     @property
     def smtputf8(self) -> bool:
         return self.envelope.smtputf8
+
+    def without_smtputf8(self) -> PreparedMessage | None:
+        """This message for a server that lacks SMTPUTF8, or None when it cannot go there.
+
+        It can when its header block is ASCII (so a stream, whose headers were not scanned,
+        cannot) and every address has an ASCII form (:meth:`Envelope.ascii_form`).
+        """
+        if not self.smtputf8:
+            return self
+        envelope = self.envelope.ascii_form()
+        known_ascii = isinstance(self._source, bytes) and not self.utf8_headers
+        if envelope is None or not known_ascii:
+            return None
+        return dataclasses.replace(self, envelope=envelope)
 
     def chunks(self) -> Iterator[bytes]:
         source = self._source
@@ -173,7 +227,14 @@ class _Source:
         return _Source(stream=self.raw_chunks(), file=self._file, prefix=prefix)
 
     def chunks(self) -> Iterator[bytes]:
-        return _chain(self._prefix, self.raw_chunks())
+        return _ending_in_crlf(_chain(self._prefix, self.raw_chunks()))
+
+    def measure(self) -> int:
+        """The octets the encoders will send for this content (read once; seekable files)."""
+        line_ends, size = _LineEnds(), 0
+        for chunk in self.chunks():
+            size += len(line_ends.normalise(chunk))
+        return size + len(line_ends.flush())
 
 
 def _read(file: IO[bytes]) -> bytes:
@@ -190,50 +251,75 @@ def _seekable(file: IO[bytes]) -> bool:
         return False
 
 
+def _ending_in_crlf(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks, and a final CR LF when the content does not end a line (as DATA would add:
+    BDAT then sends the same octets, so one SIZE is right for both)."""
+    last = b"\n"
+    for chunk in chunks:
+        if chunk:
+            last = chunk[-1:]
+            yield chunk
+    if last not in (b"\n", b"\r"):  # a final CR becomes CR LF in the encoders
+        yield b"\r\n"
+
+
+def _crlf(data: bytes) -> bytes:
+    """In-memory content as the encoders send it: CR LF line ends, ending in CR LF."""
+    line_ends = _LineEnds()
+    data = line_ends.normalise(data) + line_ends.flush()
+    return data + b"\r\n" if data and not data.endswith(b"\n") else data
+
+
 def prepare_message(message: Any, envelope: Envelope | Mapping[str, Any] | None) -> PreparedMessage:
     """Validate and normalise what ``send()`` was given (see the module docstring)."""
     # email.message is not imported for this check: a Message cannot exist before it is.
     email_message = sys.modules.get("email.message")
     if email_message is not None and isinstance(message, email_message.Message):
-        return _from_bytes(_flatten(message), envelope, add_missing=True)
+        return _from_email_message(message, envelope)
     if isinstance(message, str):
-        message = message.encode("utf-8")
+        message = message.encode("utf-8", "surrogateescape")
     if isinstance(message, bytes | bytearray | memoryview):
-        return _from_bytes(bytes(message), envelope)
-    if hasattr(message, "read"):
-        return _from_stream(_Source(file=message), envelope, _file_size(message))
-    if isinstance(message, Iterable):
-        return _from_stream(_Source(stream=_checked_chunks(message)), envelope, None)
+        data = bytes(message)
+        fields = _header_fields(data)
+        return _from_bytes(data, _envelope(envelope, fields), fields)
+    try:
+        if hasattr(message, "read"):
+            return _from_stream(_Source(file=message), envelope)
+        if isinstance(message, Iterable):
+            return _from_stream(_Source(stream=_checked_chunks(message)), envelope)
+    except (LocalProtocolError, SMTPConnectionError):
+        raise
+    except Exception as error:
+        failed = SMTPConnectionError(f"reading the message failed: {error}")
+        raise failed from error
     raise LocalProtocolError(f"cannot send a message of type {type(message).__name__}")
 
 
-def _flatten(message: email.message.Message) -> bytes:
-    """Serialise with CRLF line ends (the Bcc header is removed from the bytes afterwards)."""
-    import email.generator
-    import email.policy
-
-    policy = message.policy if isinstance(message.policy, email.policy.EmailPolicy) else None
-    policy = (policy or email.policy.SMTP).clone(linesep="\r\n")
-    out = io.BytesIO()
-    email.generator.BytesGenerator(out, policy=policy).flatten(message)
-    return out.getvalue()
+def _from_email_message(
+    message: email.message.Message, given: Envelope | Mapping[str, Any] | None
+) -> PreparedMessage:
+    """An email.message.Message: the envelope from its parsed header values (never from the
+    flattened bytes), then flattened with CR LF, UTF-8 headers kept as such under SMTPUTF8."""
+    fields = _message_fields(message)
+    envelope = _envelope(given, fields)
+    data = _flatten(message, utf8=envelope.smtputf8)
+    return _from_bytes(data, envelope, fields, add_missing=True)
 
 
 def _from_bytes(
-    data: bytes, envelope: Envelope | Mapping[str, Any] | None, *, add_missing: bool = False
+    data: bytes, envelope: Envelope, fields: _Fields, *, add_missing: bool = False
 ) -> PreparedMessage:
-    """In-memory content. ``add_missing`` (for an email.message.Message) adds the Message-ID
-    and Date it lacks; raw bytes are sent exactly as given, but for a Bcc field."""
-    headers = _parse_headers(data)
-    resolved = _envelope(envelope, headers)
-    message_id = _message_id(headers)
-    if "bcc" in headers:
-        data = _strip_bcc(data)
+    """In-memory content with its header ``fields``. ``add_missing`` (for an
+    email.message.Message) adds the Message-ID and Date it lacks; raw bytes are sent as
+    given, but for line ends and Bcc."""
+    message_id = _message_id(fields)
+    data = _crlf(_strip_hidden(data))
     if add_missing:
-        data, message_id = _add_missing_headers(data, headers, resolved, message_id)
+        added, message_id = _missing_headers(fields, envelope, message_id)
+        data = added + data
     eight_bit = not data.isascii()
     return PreparedMessage(
-        envelope=resolved,
+        envelope=envelope,
         message_id=message_id,
         size=len(data),
         eight_bit=eight_bit,
@@ -243,38 +329,36 @@ def _from_bytes(
     )
 
 
-def _add_missing_headers(
-    data: bytes, headers: _Headers, envelope: Envelope, message_id: str | None
+def _missing_headers(
+    fields: _Fields, envelope: Envelope, message_id: str | None
 ) -> tuple[bytes, str | None]:
     added = b""
     if message_id is None:
         # The sender's domain, never socket.getfqdn(): make_msgid's default may block on DNS.
-        domain = envelope.mail_from.rpartition("@")[2] or "rawsmtp.invalid"
-        message_id = email.utils.make_msgid(domain=domain.encode("idna").decode("ascii"))
+        domain = "x@" + (envelope.mail_from.rpartition("@")[2] or "rawsmtp.invalid")
+        domain = ascii_address(domain) or "x@rawsmtp.invalid"  # as an A-label
+        message_id = email.utils.make_msgid(domain=domain.rpartition("@")[2])
         added += f"Message-ID: {message_id}\r\n".encode("ascii")
-    if "date" not in headers:
+    if not any(name == "date" for name, _ in fields):
         added += f"Date: {email.utils.formatdate(localtime=True)}\r\n".encode("ascii")
-    return added + data, message_id
+    return added, message_id
 
 
-def _from_stream(
-    source: _Source, envelope: Envelope | Mapping[str, Any] | None, size: int | None
-) -> PreparedMessage:
-    """A stream: read only its header block, and only when the envelope must come from it."""
+def _from_stream(source: _Source, given: Envelope | Mapping[str, Any] | None) -> PreparedMessage:
+    """A stream: its header block is read only when the envelope must come from it."""
     message_id = None
-    if envelope is None:
+    if given is None:
         head = _read_header_block(source.raw_chunks())
-        headers = _parse_headers(head)
-        envelope = _envelope(None, headers)
-        message_id = _message_id(headers)
-        prefix = _strip_bcc(head) if "bcc" in headers else head
-        if size is not None:
-            size -= len(head) - len(prefix)
-        source = source.replace_head(head, prefix)
+        fields = _header_fields(head)
+        envelope = _envelope(None, fields)
+        message_id = _message_id(fields)
+        source = source.replace_head(head, _strip_hidden(head))
+    else:
+        envelope = _envelope(given, ())
     return PreparedMessage(
-        envelope=_envelope(envelope, None),
+        envelope=envelope,
         message_id=message_id,
-        size=size,
+        size=source.measure() if source.file_start is not None else None,
         eight_bit=None,
         restartable=source.file_start is not None,
         utf8_headers=False,  # unknown without reading the stream; SMTPUTF8 still follows addresses
@@ -305,15 +389,6 @@ def _checked_chunks(chunks: Iterable[Any]) -> Iterator[bytes]:
         yield bytes(chunk)
 
 
-def _file_size(file: Any) -> int | None:
-    if not _seekable(file):
-        return None
-    start = file.tell()
-    end = file.seek(0, io.SEEK_END)
-    file.seek(start)
-    return int(end - start)
-
-
 def _blank_line(data: bytes | bytearray) -> tuple[int, int] | None:
     """Where the empty line that ends the header block starts and ends (LF or CR LF ends).
 
@@ -333,32 +408,145 @@ def _header_block(data: bytes) -> bytes:
     return data[: blank[1]] if blank else data
 
 
-def _parse_headers(data: bytes) -> _Headers:
-    """The fields the envelope and the result need, unfolded and decoded as UTF-8 (RFC 6532).
+def _wanted(name: str) -> bool:
+    return name in _WANTED_FIELDS or name.startswith("resent-")
+
+
+def _header_fields(data: bytes) -> _Fields:
+    """The fields the envelope and the result need, unfolded, decoded as UTF-8 (RFC 6532) with
+    undecodable bytes kept as surrogates, which the address grammar refuses.
 
     A scan of the header block, not email.parser: that costs more than the rest of a send.
     """
-    fields: _Headers = {}
+    fields: list[tuple[str, _Value]] = []
     current: list[str] | None = None
     for line in _header_block(data).splitlines():
         if not line:
             break
         if line[:1] in (b" ", b"\t"):
             if current is not None:
-                current[-1] += " " + line.strip().decode("utf-8", "replace")
+                current.append(line.decode("utf-8", "surrogateescape"))
             continue
+        if current is not None:
+            fields[-1] = (fields[-1][0], "\r\n".join(current))
         name, colon, value = line.partition(b":")
         key = name.strip().lower().decode("ascii", "replace")
-        current = fields.setdefault(key, []) if colon and key in _WANTED_FIELDS else None
-        if current is not None:
-            current.append(value.strip().decode("utf-8", "replace"))
-    return fields
+        if colon and _wanted(key):
+            current = [value.strip().decode("utf-8", "surrogateescape")]
+            fields.append((key, current[0]))
+        else:
+            current = None
+            if not fields or fields[-1] != _OTHER:
+                fields.append(_OTHER)
+    if current is not None:
+        fields[-1] = (fields[-1][0], "\r\n".join(current))
+    return tuple(fields)
 
 
-def _strip_bcc(data: bytes) -> bytes:
-    """Remove every Bcc field (with its folded continuation lines) from the header block."""
+def _message_fields(message: email.message.Message) -> _Fields:
+    """The same fields of an email.message.Message, from its stored header values."""
+    fields: list[tuple[str, _Value]] = []
+    for name, value in message.raw_items():
+        key = name.lower()
+        if _wanted(key):
+            fields.append((key, _field_value(key, value)))
+        elif not fields or fields[-1] != _OTHER:
+            fields.append(_OTHER)
+    return tuple(fields)
+
+
+def _field_value(key: str, value: Any) -> _Value:
+    """A stored header value as text for the grammar, or the addr-specs its header object
+    (email.headerregistry, set through the API of a modern policy) parsed already."""
+    import email.errors
+    import email.header
+
+    if isinstance(value, email.header.Header):
+        return _header_text(value)
+    if isinstance(value, str) and not hasattr(value, "defects"):
+        # A parser's raw value: 8-bit bytes arrive as surrogates; valid UTF-8 becomes text.
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+    addresses = getattr(value, "addresses", None)
+    if addresses is None:
+        return str(value)
+    for defect in getattr(value, "defects", ()):
+        if isinstance(
+            defect, email.errors.InvalidHeaderDefect | email.errors.UndecodableBytesDefect
+        ):
+            raise LocalProtocolError(f"invalid address in {key.title()}: {value!r}: {defect}")
+    # Not Address.addr_spec: it leaves a local part such as "." unquoted.
+    return tuple(
+        parse_mailbox(f"{quote_local_part(address.username)}@{address.domain}")
+        for address in addresses
+    )
+
+
+def _header_text(header: email.header.Header) -> str:
+    """An email.header.Header as address-list text, as smtplib reads one: each chunk decoded.
+
+    A chunk in a non-ASCII charset is an encoded word when sent; one without ``@`` or ``<``
+    is a display name, and is quoted so that a comma in it stays part of the name.
+    """
+    import email.header
+
+    parts = []
+    for raw, charset in email.header.decode_header(header):
+        text = raw.decode(charset or "ascii", "surrogateescape") if isinstance(raw, bytes) else raw
+        if charset not in (None, "us-ascii") and "@" not in text and "<" not in text:
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(text)
+    return "".join(parts)
+
+
+def _flatten(message: email.message.Message, *, utf8: bool) -> bytes:
+    """Serialise with CR LF line ends and the message's own policy; ``utf8`` (the envelope
+    needs SMTPUTF8) keeps non-ASCII headers as UTF-8 (RFC 6532), as smtplib does."""
+    import email.generator
+    import email.policy
+
+    policy: Any = message.policy
+    if isinstance(policy, email.policy.EmailPolicy):
+        policy = policy.clone(linesep="\r\n", utf8=utf8 or policy.utf8)
+    else:
+        policy = policy.clone(linesep="\r\n")
+        if utf8:
+            message = _raw_utf8_headers(message)
+    out = io.BytesIO()
+    try:
+        email.generator.BytesGenerator(out, policy=policy).flatten(message)
+    except Exception as error:
+        raise LocalProtocolError(f"cannot serialise the message: {error!r}") from error
+    return out.getvalue()
+
+
+def _raw_utf8_headers(message: email.message.Message) -> email.message.Message:
+    """A copy of a compat32 message whose non-ASCII header values are written as raw UTF-8.
+
+    compat32 writes text with surrogates as the bytes they stand for, and encodes any other
+    non-ASCII text as encoded words (which would put RFC 2047 into addresses).
+    """
+    import email.header
+
+    items = list(message.raw_items())
+    clone = copy.copy(message)
+    for name in {name for name, _ in items}:
+        del clone[name]  # rebinds the clone's header list: the caller's message is untouched
+    for name, value in items:
+        text = _header_text(value) if isinstance(value, email.header.Header) else value
+        if isinstance(text, str) and not text.isascii():
+            text = text.encode("utf-8", "surrogateescape").decode("ascii", "surrogateescape")
+        clone[name] = text
+    return clone
+
+
+def _strip_hidden(data: bytes) -> bytes:
+    """Remove every Bcc and Resent-Bcc field (with its continuation lines) from the header
+    block (RFC 5322 section 3.6.3: the other recipients must not see them)."""
     blank = _blank_line(data)
     end = blank[0] if blank else len(data)
+    lower = data[:end].lower()
+    if b"bcc:" not in lower and b"bcc :" not in lower:
+        return data
     lines = data[:end].splitlines(keepends=True)
     kept, skipping = [], False
     for line in lines:
@@ -366,46 +554,75 @@ def _strip_bcc(data: bytes) -> bytes:
             if not skipping:
                 kept.append(line)
             continue
-        skipping = line.lower().startswith(b"bcc:")
+        name = line.split(b":", 1)[0].strip().lower() + b":"
+        skipping = name in _HIDDEN_FIELDS
         if not skipping:
             kept.append(line)
     return b"".join(kept) + data[end:]
 
 
-def _message_id(headers: _Headers) -> str | None:
-    values = headers.get("message-id")
-    return values[0] if values and values[0] else None
+def _message_id(fields: _Fields) -> str | None:
+    for name, value in fields:
+        if name == "message-id" and isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
 
 
-def _envelope(given: Envelope | Mapping[str, Any] | None, headers: _Headers | None) -> Envelope:
+def _envelope(given: Envelope | Mapping[str, Any] | None, fields: _Fields) -> Envelope:
     if isinstance(given, Envelope):
         return given
     if given is not None:
         return _envelope_from_mapping(given)
-    assert headers is not None
-    return _envelope_from_fields(tuple(tuple(headers.get(name, ())) for name in _ADDRESS_FIELDS))
-
-
-_ADDRESS_FIELDS = ("sender", "from", "to", "cc", "bcc")
+    key: list[tuple[str, _Value]] = []
+    for name, value in fields:
+        if name in _ADDRESS_FIELDS or name.startswith("resent-"):
+            key.append((name, value))
+        elif not key or key[-1] != _OTHER:  # Message-ID, Date: other fields to a Resent- block
+            key.append(_OTHER)
+    return _envelope_from_fields(tuple(key))
 
 
 # Messages sent in bulk often repeat their address fields, and an Envelope is immutable: one per
 # distinct set of fields spares both the memory of each queued message's own and its validation.
 @functools.lru_cache(maxsize=256)
-def _envelope_from_fields(fields: tuple[tuple[str, ...], ...]) -> Envelope:
-    """The envelope of the header fields named in _ADDRESS_FIELDS (their values, in order)."""
-    sender, from_, to, cc, bcc = (_addresses(values) for values in fields)
-    senders = sender or from_
-    recipients = to + cc + bcc
+def _envelope_from_fields(fields: _Fields) -> Envelope:
+    """The envelope of the address fields (with markers where other fields were)."""
+    block = _latest_resent_block(fields)
+    prefix = "resent-" if block else ""
+    chosen = block or [f for f in fields if not f[0].startswith("resent-")]
+
+    def addresses(name: str) -> list[str]:
+        found: list[str] = []
+        for key, value in chosen:
+            if key == prefix + name:
+                found += value if isinstance(value, tuple) else parse_address_list(value)
+        return found
+
+    senders = addresses("sender") or addresses("from")
+    recipients = addresses("to") + addresses("cc") + addresses("bcc")
+    names = "Resent-" if block else ""
     if not senders:
-        raise LocalProtocolError("no envelope given and the message has no From or Sender")
+        raise LocalProtocolError(
+            f"no envelope given and the message has no {names}From or {names}Sender"
+        )
     if not recipients:
-        raise LocalProtocolError("no envelope given and the message has no To, Cc or Bcc")
-    return Envelope(mail_from=senders[0], rcpt_to=tuple(dict.fromkeys(recipients)))
+        raise LocalProtocolError(
+            f"no envelope given and the message has no {names}To, {names}Cc or {names}Bcc"
+        )
+    return Envelope(senders[0], tuple(dict.fromkeys(recipients)))
 
 
-def _addresses(values: tuple[str, ...]) -> list[str]:
-    return [address for _, address in email.utils.getaddresses(values) if address]
+def _latest_resent_block(fields: _Fields) -> list[tuple[str, _Value]]:
+    """The first (most recent, RFC 5322 3.6.6) run of Resent- fields; empty when none."""
+    block: list[tuple[str, _Value]] = []
+    for name, value in fields:
+        if name.startswith("resent-"):
+            if name in _ONCE_PER_BLOCK and any(key == name for key, _ in block):
+                break
+            block.append((name, value))
+        elif block:
+            break
+    return block
 
 
 _ENVELOPE_KEYS = frozenset({"from", "to", "cc", "bcc", "dsn", "requiretls", "requireTLS"})
@@ -413,7 +630,9 @@ _DSN_KEYS = frozenset({"ret", "envid", "notify", "orcpt"})
 
 
 def _envelope_from_mapping(given: Mapping[str, Any]) -> Envelope:
-    """Nodemailer's envelope shape: from, to, cc, bcc (str or list), dsn {ret, envid, notify, orcpt}."""
+    """Nodemailer's envelope shape: from, to, cc, bcc (str or list), dsn {ret, envid, notify, orcpt}.
+
+    Each string is one mailbox, checked by the same grammar as :class:`Envelope`'s."""
     unknown = set(given) - _ENVELOPE_KEYS
     if unknown:
         raise LocalProtocolError(f"unknown envelope keys: {', '.join(sorted(unknown))}")
@@ -426,8 +645,8 @@ def _envelope_from_mapping(given: Mapping[str, Any]) -> Envelope:
         raise LocalProtocolError("the envelope needs a 'from' address (use '' for a null sender)")
     notify, ret = dsn.get("notify"), dsn.get("ret")
     return Envelope(
-        mail_from=_bare(sender) if sender else "",
-        rcpt_to=tuple(dict.fromkeys(recipients)),
+        sender,
+        tuple(dict.fromkeys(parse_mailbox(r) for r in recipients)),
         ret=ret.upper() if isinstance(ret, str) else ret,  # type: ignore[arg-type]
         envid=dsn.get("envid"),
         notify=frozenset([notify] if isinstance(notify, str) else notify) if notify else None,
@@ -442,13 +661,4 @@ def _address_list(value: Any, key: str) -> list[str]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
         raise LocalProtocolError(f"envelope '{key}' must be a str or a list of str")
-    return [_bare(item) for item in items]
-
-
-def _bare(address: str) -> str:
-    """'Name <a@b>' or '<a@b>' -> 'a@b'; anything else is validated as it is."""
-    stripped = address.strip()
-    if stripped.endswith(">") and "<" in stripped:
-        stripped = stripped[stripped.rindex("<") + 1 : -1]
-    validate_address(stripped, smtputf8=True, null_allowed=False)
-    return stripped
+    return list(items)

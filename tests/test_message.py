@@ -118,9 +118,10 @@ def test_seekable_file_streams_and_restarts() -> None:
     data = b"From: a@x.org\r\nTo: b@x.org\r\n\r\n" + b"y" * (3 * CHUNK_SIZE + 5)
     file = io.BytesIO(data)
     prepared = prepare_message(file, None)
-    assert prepared.size == len(data) and prepared.restartable
-    assert body(prepared) == data
-    assert body(prepared) == data  # rewound for a second attempt
+    # Measured as sent: the final line end DATA would add is part of the content, for BDAT too.
+    assert prepared.size == len(data) + 2 and prepared.restartable
+    assert body(prepared) == data + b"\r\n"
+    assert body(prepared) == data + b"\r\n"  # rewound for a second attempt
     assert max(len(chunk) for chunk in prepare_message(io.BytesIO(data), None).chunks()) <= (
         CHUNK_SIZE * 2
     )
@@ -147,7 +148,7 @@ def test_stream_with_given_envelope_is_not_read_early() -> None:
 
     prepared = prepare_message(chunks(), Envelope(mail_from="", rcpt_to=("b@x.org",)))
     assert consumed == [] and prepared.envelope.mail_from == ""
-    assert body(prepared) == b"x"
+    assert body(prepared) == b"x\r\n"
 
 
 def test_wrong_types() -> None:
@@ -162,7 +163,10 @@ def test_wrong_types() -> None:
 local = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyz0123456789.+-_", min_size=1, max_size=10
 ).filter(lambda s: not s.startswith(".") and not s.endswith(".") and ".." not in s)
-addresses = st.builds(lambda a, d: f"{a}@{d}.example", local, local)
+label = st.text(alphabet="abcxyz0189-", min_size=1, max_size=8).filter(
+    lambda s: not s.startswith("-") and not s.endswith("-")
+)
+addresses = st.builds(lambda a, d: f"{a}@{d}.example", local, label)
 
 
 @given(addresses, st.lists(addresses, min_size=1, max_size=5), st.lists(addresses, max_size=3))

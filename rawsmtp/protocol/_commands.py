@@ -1,8 +1,8 @@
 """Command serialisation, with the validation that keeps caller data from becoming protocol.
 
-Everything that goes into a command line is checked before a byte is produced: addresses may not
-carry CR, LF, NUL, other controls, ``<``, ``>`` or whitespace outside a quoted local part (so no
-ESMTP parameter or command can be smuggled in through an address), non-ASCII needs SMTPUTF8, and
+Everything that goes into a command line is checked before a byte is produced: addresses must be
+RFC 5321 mailboxes (checked by ._address: no CR, LF, NUL, ``<``, ``>`` or white space outside a
+quoted local part, so no ESMTP parameter or command can be smuggled in), non-ASCII needs SMTPUTF8, and
 free-text parameters (ENVID, ORCPT) are xtext-encoded (RFC 3461) or utf-8-addr-xtext (RFC 6533).
 """
 
@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 
 from .._errors import LocalProtocolError
+from ._address import validate_address
 
 __all__ = [
     "auth",
@@ -49,9 +50,6 @@ _HOSTNAME = re.compile(
     r"|\[[A-Za-z0-9:.]+\]"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_WHITESPACE = re.compile(r"\s")
-# The everyday address (dot-atom@domain, ASCII, no quotes): one match proves it harmless.
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9._:\[\]-]{1,190}")
 _NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 
 
@@ -60,54 +58,6 @@ def validate_hostname(name: str) -> str:
     if not isinstance(name, str) or len(name) > 255 or not _HOSTNAME.fullmatch(name):
         raise LocalProtocolError(f"invalid EHLO name: {name!r}")
     return name
-
-
-def validate_address(address: str, *, smtputf8: bool, null_allowed: bool = False) -> str:
-    """Check a mailbox for use inside ``<...>``; return it unchanged.
-
-    ``null_allowed`` permits the empty reverse-path of MAIL FROM:<>.
-    """
-    if not isinstance(address, str):
-        raise LocalProtocolError(f"address must be a str, not {type(address).__name__}")
-    if _PLAIN_ADDRESS.fullmatch(address):
-        return address
-    if not address:
-        if null_allowed:
-            return address
-        raise LocalProtocolError("empty address")
-    if _CONTROL.search(address):
-        raise LocalProtocolError(f"control character (CR, LF, NUL...) in address {address!r}")
-    if "<" in address or ">" in address:
-        raise LocalProtocolError(f"'<' or '>' in address {address!r}")
-    _check_quoting(address)
-    if not smtputf8 and not address.isascii():
-        raise LocalProtocolError(f"non-ASCII address {address!r} needs SMTPUTF8")
-    if len(address.encode("utf-8")) > 256:
-        raise LocalProtocolError(f"address longer than 256 octets: {address[:40]!r}...")
-    return address
-
-
-def _check_quoting(address: str) -> None:
-    """Whitespace and quotes are only legal inside one quoted local part ("a b"@example.com)."""
-    rest = address
-    if address.startswith('"'):
-        index, end = 1, -1
-        while index < len(address):
-            char = address[index]
-            if char == "\\":
-                index += 2
-                continue
-            if char == '"':
-                end = index
-                break
-            index += 1
-        if end < 0:
-            raise LocalProtocolError(f"unbalanced quote in address {address!r}")
-        rest = address[end + 1 :]
-        if not rest.startswith("@"):
-            raise LocalProtocolError(f"quoted local part must be followed by '@' in {address!r}")
-    if '"' in rest or _WHITESPACE.search(rest):
-        raise LocalProtocolError(f"whitespace or stray quote in address {address!r}")
 
 
 def xtext(value: str) -> str:

@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from .._errors import SMTPConnectionError, SMTPProxyError, SMTPTimeoutError
+from .._errors import SMTPConnectionError, SMTPError, SMTPProxyError, SMTPTimeoutError
 from ._handshake import start_handshake
 from ._url import ProxyURL, parse_proxy_url
 
@@ -57,6 +57,9 @@ def connect_via_proxy(
                 break
             sock.settimeout(_remaining(deadline, url))
             handshake.receive_data(sock.recv(handshake.bytes_needed()))
+    except SMTPError:  # the handshake's own verdict (an SMTPProxyError is also an OSError)
+        sock.close()
+        raise
     except TimeoutError as error:
         sock.close()
         raise SMTPTimeoutError(f"handshake with proxy {url} timed out", phase="proxy") from error
