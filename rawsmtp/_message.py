@@ -11,11 +11,13 @@ raises a ``ValueError`` subclass from ``send()`` itself.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import email.utils
 import functools
 import io
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -122,6 +124,13 @@ class PreparedMessage:
         view = memoryview(source)
         return (bytes(view[i : i + CHUNK_SIZE]) for i in range(0, len(view), CHUNK_SIZE))
 
+    def prepend(self, head: bytes) -> PreparedMessage:
+        """This message with ``head`` (header fields, e.g. DKIM-Signature) before its content."""
+        source = self._source
+        content = head + source if isinstance(source, bytes) else source.prepend(head)
+        size = None if self.size is None else self.size + len(head)
+        return dataclasses.replace(self, size=size, _source=content)
+
 
 class _Source:
     """Where a streamed body comes from: a file (rewound for each attempt when seekable), or an
@@ -161,6 +170,11 @@ class _Source:
     def chunks(self) -> Iterator[bytes]:
         return _chain(self._prefix, self.raw_chunks())
 
+    def prepend(self, head: bytes) -> _Source:
+        source = copy.copy(self)
+        source._prefix = head + self._prefix
+        return source
+
 
 def _read(file: IO[bytes]) -> bytes:
     chunk = file.read(CHUNK_SIZE)
@@ -176,8 +190,18 @@ def _seekable(file: IO[bytes]) -> bool:
         return False
 
 
-def prepare_message(message: Any, envelope: Envelope | Mapping[str, Any] | None) -> PreparedMessage:
-    """Validate and normalise what ``send()`` was given (see the module docstring)."""
+def prepare_message(
+    message: Any,
+    envelope: Envelope | Mapping[str, Any] | None,
+    dkim: Callable[[PreparedMessage], PreparedMessage] | None = None,
+) -> PreparedMessage:
+    """Validate and normalise what ``send()`` was given (see the module docstring); ``dkim``
+    (the ``dkim=`` option, a rawsmtp.dkim.Signatures) signs the result as it will be sent."""
+    prepared = _intake(message, envelope)
+    return prepared if dkim is None else dkim(prepared)
+
+
+def _intake(message: Any, envelope: Envelope | Mapping[str, Any] | None) -> PreparedMessage:
     # email.message is not imported for this check: a Message cannot exist before it is.
     email_message = sys.modules.get("email.message")
     if email_message is not None and isinstance(message, email_message.Message):
