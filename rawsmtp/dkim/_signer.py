@@ -116,10 +116,13 @@ class DKIMSigner:
         return Signatures((self,)).fields(_message_bytes(message))
 
     def sign(self, message: bytes | str) -> bytes:
-        """``message`` with CR LF line ends, its ``DKIM-Signature`` field first."""
-        data = _message_bytes(message)
+        """``message`` as it goes on the wire (CR LF line ends, ending in one), its
+        ``DKIM-Signature`` field first."""
         line_ends = _LineEnds()
-        return self.signature(data) + line_ends.normalise(data) + line_ends.flush()
+        data = line_ends.normalise(_message_bytes(message)) + line_ends.flush()
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"  # what the DATA encoder adds; verifiers see the same last line
+        return self.signature(data) + data
 
     def field(self, fields: Sequence[tuple[bytes, bytes]], body_hash: bytes, now: int) -> bytes:
         """The signature field for a message's header ``fields`` and body hash."""
