@@ -43,7 +43,9 @@ RFC8032 = [
 
 
 @pytest.mark.parametrize(("secret", "public", "message", "signature"), RFC8032)
-def test_ed25519_matches_rfc8032_vectors(secret: str, public: str, message: str, signature: str) -> None:
+def test_ed25519_matches_rfc8032_vectors(
+    secret: str, public: str, message: str, signature: str
+) -> None:
     key = Ed25519Key(bytes.fromhex(secret))
     assert key.public.hex() == public
     assert key.sign(bytes.fromhex(message)).hex() == signature
@@ -136,7 +138,10 @@ def test_inconsistent_rsa_numbers_are_refused(change: dict[str, int], message: s
     ("text", "message"),
     [
         ((KEYS / "rsa512.pem").read_text(), "at least 1024 bits, this one has 512"),
-        ("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----", "encrypted"),
+        (
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----",
+            "encrypted",
+        ),
         ("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----", "public key"),
         ("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----", "no '-----BEGIN"),
         ("-----BEGIN PRIVATE KEY-----\nMAA=\n", "no END line"),

@@ -15,7 +15,7 @@ from helpers.dkim import dkimpy_verify, records
 
 import rawsmtp
 import rawsmtp.aio
-from rawsmtp import Envelope, SMTPConfigError
+from rawsmtp import SMTPConfigError
 from rawsmtp._message import prepare_message
 from rawsmtp.dkim import DKIMSigner, Signatures
 from rawsmtp.protocol import LocalProtocolError
@@ -25,7 +25,9 @@ pytest.importorskip("dkim")
 
 KEYS = Path(__file__).with_name("keys")
 RSA = DKIMSigner("example.com", "rsa", (KEYS / "rsa2048.pem").read_text(), oversign=True)
-ED = DKIMSigner("example.com", "ed", (KEYS / "ed25519.pem").read_text(), canonicalization="simple/simple")
+ED = DKIMSigner(
+    "example.com", "ed", (KEYS / "ed25519.pem").read_text(), canonicalization="simple/simple"
+)
 MESSAGE = (
     b"From: Alice <alice@example.com>\nTo: bob@example.org\nBcc: secret@example.org\n"
     b"Subject: signed\n\n.a dot line\r\nbare CR\rend  \n\n"
@@ -46,7 +48,9 @@ def _sources() -> dict[str, object]:
 
 @pytest.mark.parametrize("kind", list(_sources()))
 def test_what_the_server_stored_verifies(smtp_server: SMTPTestServer, kind: str) -> None:
-    with rawsmtp.SMTPPool(host=smtp_server.host, port=smtp_server.port, ignore_tls=True, dkim=[RSA, ED]) as pool:
+    with rawsmtp.SMTPPool(
+        host=smtp_server.host, port=smtp_server.port, ignore_tls=True, dkim=[RSA, ED]
+    ) as pool:
         pool.send(_sources()[kind]).result(timeout=30)
     stored = smtp_server.wait_for_messages(1)[0]
     assert stored.data.startswith(b"DKIM-Signature: v=1; a=rsa-sha256;")
@@ -56,7 +60,9 @@ def test_what_the_server_stored_verifies(smtp_server: SMTPTestServer, kind: str)
 
 def test_the_asyncio_pool_signs_too(smtp_server: SMTPTestServer) -> None:
     async def main() -> None:
-        pool = rawsmtp.aio.SMTPPool(host=smtp_server.host, port=smtp_server.port, ignore_tls=True, dkim=ED)
+        pool = rawsmtp.aio.SMTPPool(
+            host=smtp_server.host, port=smtp_server.port, ignore_tls=True, dkim=ED
+        )
         try:
             await asyncio.wait_for(pool.send(MESSAGE), 30)
         finally:
@@ -82,7 +88,9 @@ def test_an_unseekable_stream_past_max_buffer_is_refused() -> None:
 
 def test_a_bad_option_fails_pool_creation_naming_it() -> None:
     with pytest.raises(SMTPConfigError, match="dkim: private_key:") as error:
-        rawsmtp.SMTPPool(host="localhost", dkim={"domain": "example.com", "selector": "s", "private_key": "x"})
+        rawsmtp.SMTPPool(
+            host="localhost", dkim={"domain": "example.com", "selector": "s", "private_key": "x"}
+        )
     assert error.value.option == "dkim"
 
 
@@ -102,7 +110,9 @@ class _Lines(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        self.pos = offset if whence == 0 else self.size + offset if whence == 2 else self.pos + offset
+        self.pos = (
+            offset if whence == 0 else self.size + offset if whence == 2 else self.pos + offset
+        )
         return self.pos
 
     def tell(self) -> int:
@@ -167,7 +177,9 @@ def test_a_100_mb_file_is_hashed_in_flat_memory() -> None:
     size = 100 * 1024 * 1024
     here = Path(__file__).parent
     code = _MEASURE.format(tests=str(here.parent), here=str(here), size=size)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     growth_kb, field = done.stdout.split("\n", 1)
     assert int(growth_kb) < 8 * 1024, f"peak RSS grew by {growth_kb} kB"  # the file is 100 MB
     bh = field.replace("\r\n\t", "").split("bh=")[1].split(";")[0]

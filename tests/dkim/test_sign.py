@@ -84,7 +84,9 @@ def test_rfc8463_signatures_are_reproduced_byte_for_byte(index: int) -> None:
     fields = header_fields(block)
     signature = [raw for name, raw in fields if name == b"dkim-signature"][index]
     signed = [name.encode() for name in ("from", "to", "subject", "date", "message-id")]
-    data = b"".join(canonical_header(raw, True) for want in signed for name, raw in fields if name == want)
+    data = b"".join(
+        canonical_header(raw, True) for want in signed for name, raw in fields if name == want
+    )
     unsigned = signature[: signature.rindex(b"b=") + 2] + b"\r\n"
     data += canonical_header(unsigned, True)[:-2]
     published = re.sub(rb"\s", b"", signature[signature.rindex(b"b=") + 2 :])
@@ -114,14 +116,17 @@ BODIES = {
     "no-final-line-end": b"last line   ",
     "empty": b"",
     "dots": b".\r\n..\r\n.leading dot\r\n",
-    "long-line": b"x" * 200_000 + b"   \r\n" + b" " * 70_000 + b"y\r\n",
+    "long-line": b"x" * 66_000 + b"   \r\n" + b" " * 66_000 + b"y\r\n",  # past the 64 KiB held
 }
 HEADERS = {
     "plain": b"From: Alice <alice@example.com>\r\nTo: bob@example.org\r\nSubject: hi\r\n",
     "long-folded": (
-        b"From: alice@example.com\r\nTo: " + b",\r\n ".join(b"user%d@example.org" % i for i in range(60))
-        + b"\r\nSubject: " + b"word " * 120 + b"\r\n"
-    ),  # fmt: skip
+        b"From: alice@example.com\r\nTo: "
+        + b",\r\n ".join(b"user%d@example.org" % i for i in range(60))
+        + b"\r\nSubject: "
+        + b"word " * 120
+        + b"\r\n"
+    ),
     "utf8": "From: Zoë <zoe@example.com>\nTo: Jürgen <j@example.org>\nSubject: Grüße — ünïcödé\n".encode(),
     "bare-lf": b"From: a@example.com\nSubject:   spaced\t out \n",
 }
@@ -138,11 +143,17 @@ def test_every_key_and_canonicalization_verifies(key: str, canonicalization: str
     assert verified(signed.replace(b"four", b"f0ur"), one) == [False]
 
 
-@pytest.mark.parametrize("body", BODIES, ids=list(BODIES))
-@pytest.mark.parametrize("head", HEADERS, ids=list(HEADERS))
+# dkimpy takes seconds over a long line of whitespace: that body goes with one header block.
+COMBINATIONS = [(h, b) for h in HEADERS for b in BODIES if b != "long-line" or h == "plain"]
+
+
+@pytest.mark.parametrize(("head", "body"), COMBINATIONS, ids=[f"{h}-{b}" for h, b in COMBINATIONS])
 @pytest.mark.parametrize("canonicalization", ["relaxed/relaxed", "simple/simple"])
 def test_awkward_messages_verify(head: str, body: str, canonicalization: str) -> None:
-    rsa, ed = signer("rsa2048", canonicalization=canonicalization), signer("ed25519", canonicalization=canonicalization)
+    rsa, ed = (
+        signer("rsa2048", canonicalization=canonicalization),
+        signer("ed25519", canonicalization=canonicalization),
+    )
     message = HEADERS[head] + (b"\r\n" if head != "bare-lf" else b"\n") + BODIES[body]
     signed = ed.sign(rsa.sign(message))
     assert verified(signed, rsa, ed) == [True, True]
@@ -161,14 +172,18 @@ def test_oversigning_blocks_an_added_field() -> None:
 
 
 def test_timestamp_and_expiration_tags() -> None:
-    field = signer(expiration=600).signature(HEADERS["plain"] + b"\r\nx\r\n").replace(b"\r\n\t", b" ")
+    field = (
+        signer(expiration=600).signature(HEADERS["plain"] + b"\r\nx\r\n").replace(b"\r\n\t", b" ")
+    )
     t, x = (int(re.search(rb" %s=(\d+);" % tag, field).group(1)) for tag in (b"t", b"x"))  # type: ignore[union-attr]
     assert x - t == 600
     assert b" t=" not in signer().signature(HEADERS["plain"] + b"\r\nx\r\n")
 
 
 def test_no_line_of_the_field_is_longer_than_78() -> None:
-    field = signer("rsa4096", oversign=True, expiration=1).signature(HEADERS["long-folded"] + b"\r\n")
+    field = signer("rsa4096", oversign=True, expiration=1).signature(
+        HEADERS["long-folded"] + b"\r\n"
+    )
     assert all(len(line) <= 78 for line in field.split(b"\r\n"))
 
 
@@ -191,8 +206,14 @@ def test_a_message_without_from_is_refused() -> None:
         ({"max_buffer": -1}, "max_buffer: must be"),
     ],
 )
-def test_invalid_settings_raise_config_errors_naming_dkim(options: dict[str, object], message: str) -> None:
-    arguments = {"domain": "example.com", "selector": "s", "private_key": (KEYS / "ed25519.pem").read_text()}
+def test_invalid_settings_raise_config_errors_naming_dkim(
+    options: dict[str, object], message: str
+) -> None:
+    arguments = {
+        "domain": "example.com",
+        "selector": "s",
+        "private_key": (KEYS / "ed25519.pem").read_text(),
+    }
     with pytest.raises(SMTPConfigError, match=re.escape(message)) as error:
         DKIMSigner(**{**arguments, **options})  # type: ignore[arg-type]
     assert error.value.option == "dkim"
@@ -200,8 +221,13 @@ def test_invalid_settings_raise_config_errors_naming_dkim(options: dict[str, obj
 
 def test_the_option_accepts_signers_dicts_and_nodemailer_names() -> None:
     key = (KEYS / "ed25519.pem").read_text()
-    got = signatures([{"domainName": "Example.COM", "keySelector": "k", "privateKey": key}, signer()])
-    assert [(s.domain, s.selector) for s in got.signers] == [("example.com", "k"), ("example.com", "rsa2048")]
+    got = signatures(
+        [{"domainName": "Example.COM", "keySelector": "k", "privateKey": key}, signer()]
+    )
+    assert [(s.domain, s.selector) for s in got.signers] == [
+        ("example.com", "k"),
+        ("example.com", "rsa2048"),
+    ]
     with pytest.raises(SMTPConfigError, match="dkim: got an unexpected keyword argument 'nope'"):
         signatures({"domain": "example.com", "selector": "k", "private_key": key, "nope": 1})
     with pytest.raises(SMTPConfigError, match="empty list"):
@@ -214,7 +240,9 @@ def test_dns_record_and_name() -> None:
     ed = signer("ed25519")
     assert ed.dns_name == "ed25519._domainkey.example.com"
     assert re.fullmatch(r"v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=", ed.dns_record())
-    assert signer().dns_record().startswith("v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIB")
+    assert (
+        signer().dns_record().startswith("v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIB")
+    )
 
 
 _LINE = st.text(st.sampled_from("ab \t.:é"), max_size=12).map(lambda s: s.encode())
@@ -238,9 +266,14 @@ def test_any_signed_message_verifies(
 
 
 @settings(max_examples=100, deadline=None)
-@given(body=st.binary(max_size=300).map(lambda b: b.replace(b"\x00", b"")), cuts=st.lists(st.integers(0, 300)))
+@given(
+    body=st.binary(max_size=300).map(lambda b: b.replace(b"\x00", b"")),
+    cuts=st.lists(st.integers(0, 300)),
+)
 def test_the_body_hash_does_not_depend_on_chunk_boundaries(body: bytes, cuts: list[int]) -> None:
     message = b"From: a@example.com\r\n\r\n" + body
     points = sorted({min(cut, len(message)) for cut in cuts})
     chunks = [message[a:b] for a, b in zip([0, *points], [*points, len(message)], strict=True)]
-    assert digest(iter(chunks), ["relaxed", "simple"]) == digest(iter([message]), ["relaxed", "simple"])
+    assert digest(iter(chunks), ["relaxed", "simple"]) == digest(
+        iter([message]), ["relaxed", "simple"]
+    )

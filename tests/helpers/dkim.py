@@ -23,7 +23,11 @@ def dkimpy_verify(message: bytes, keys: dict[str, str]) -> list[bool]:
         return table.get(text.lower().rstrip("."), b"")
 
     checker = dkim.DKIM(message)
-    count = sum(1 for line in _header_block(message).split(b"\n") if line.lower().startswith(b"dkim-signature:"))
+    count = sum(
+        1
+        for line in _header_block(message).split(b"\n")
+        if line.lower().startswith(b"dkim-signature:")
+    )
     verdicts = []
     for index in range(count):
         try:
