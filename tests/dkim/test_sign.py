@@ -251,7 +251,8 @@ _END = st.sampled_from([b"\r\n", b"\n", b"\r", b""])
 
 @settings(max_examples=60, deadline=None)
 @given(
-    subject=st.text(st.characters(codec="utf-8", exclude_characters="\r\n\x00"), max_size=40),
+    # RFC 5322 field bodies: no control characters (dkimpy would take FF or VT for whitespace).
+    subject=st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs"]), max_size=40),
     lines=st.lists(st.tuples(_LINE, _END), max_size=12),
     canonicalization=st.sampled_from(CANONICALIZATIONS),
     key=st.sampled_from(["rsa1024", "ed25519"]),
