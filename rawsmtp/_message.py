@@ -25,7 +25,7 @@ import email.utils
 import functools
 import io
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -83,9 +83,9 @@ class Envelope:
 
         def __init__(
             self,
-            *,
             mail_from: str,
             rcpt_to: str | Iterable[str],
+            *,
             ret: Literal["FULL", "HDRS"] | None = None,
             envid: str | None = None,
             notify: Iterable[str] | None = None,
@@ -190,6 +190,13 @@ class PreparedMessage:
         view = memoryview(source)
         return (bytes(view[i : i + CHUNK_SIZE]) for i in range(0, len(view), CHUNK_SIZE))
 
+    def prepend(self, head: bytes) -> PreparedMessage:
+        """This message with ``head`` (header fields, e.g. DKIM-Signature) before its content."""
+        source = self._source
+        content = head + source if isinstance(source, bytes) else source.prepend(head)
+        size = None if self.size is None else self.size + len(head)
+        return dataclasses.replace(self, size=size, _source=content)
+
 
 class _Source:
     """Where a streamed body comes from: a file (rewound for each attempt when seekable), or an
@@ -236,6 +243,11 @@ class _Source:
             size += len(line_ends.normalise(chunk))
         return size + len(line_ends.flush())
 
+    def prepend(self, head: bytes) -> _Source:
+        source = copy.copy(self)
+        source._prefix = head + self._prefix
+        return source
+
 
 def _read(file: IO[bytes]) -> bytes:
     chunk = file.read(CHUNK_SIZE)
@@ -270,8 +282,18 @@ def _crlf(data: bytes) -> bytes:
     return data + b"\r\n" if data and not data.endswith(b"\n") else data
 
 
-def prepare_message(message: Any, envelope: Envelope | Mapping[str, Any] | None) -> PreparedMessage:
-    """Validate and normalise what ``send()`` was given (see the module docstring)."""
+def prepare_message(
+    message: Any,
+    envelope: Envelope | Mapping[str, Any] | None,
+    dkim: Callable[[PreparedMessage], PreparedMessage] | None = None,
+) -> PreparedMessage:
+    """Validate and normalise what ``send()`` was given (see the module docstring); ``dkim``
+    (the ``dkim=`` option, a rawsmtp.dkim.Signatures) signs the result as it will be sent."""
+    prepared = _intake(message, envelope)
+    return prepared if dkim is None else dkim(prepared)
+
+
+def _intake(message: Any, envelope: Envelope | Mapping[str, Any] | None) -> PreparedMessage:
     # email.message is not imported for this check: a Message cannot exist before it is.
     email_message = sys.modules.get("email.message")
     if email_message is not None and isinstance(message, email_message.Message):

@@ -63,6 +63,7 @@ class Options:
     lmtp: bool = False
     proxy: str | None = None
     pool: bool = True  # accepted for Nodemailer compatibility; a pool is what this is
+    dkim: Callable[[Any], Any] | None = None  # a rawsmtp.dkim.Signatures
 
 
 Check = Callable[[str, Any], Any]
@@ -157,6 +158,12 @@ def _proxy(option: str, value: Any) -> str:
     return str(value)
 
 
+def _dkim(option: str, value: Any) -> Any:
+    from ..dkim import signatures  # only when asked for: it loads hashlib and secrets
+
+    return signatures(value, option)
+
+
 def _anything(option: str, value: Any) -> Any:
     return value
 
@@ -220,6 +227,7 @@ _SPECS: dict[str, _Spec] = {
     "lmtp": _Spec(_bool),
     "proxy": _Spec(_proxy, nullable=True, text=str),
     "pool": _FLAG,
+    "dkim": _Spec(_dkim, nullable=True),
 }
 assert set(_SPECS) == {f.name for f in fields(Options)}, "every option has exactly one row"
 

@@ -165,7 +165,8 @@ class PoolEngine:
         if self.closed:
             future.set_exception(SMTPPoolClosedError("the pool is closed"))
             return future
-        submission = Submission(prepared=prepare_message(message, envelope), future=future)
+        prepared = prepare_message(message, envelope, self.options.dkim)
+        submission = Submission(prepared=prepared, future=future)
         # The condition's own lock, entered directly: Condition.__enter__ is Python code, and
         # this runs for every message.
         with self._counting:
