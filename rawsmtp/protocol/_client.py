@@ -11,7 +11,8 @@ Four attributes carry a session's traffic:
 
 - ``_queue``: transactions handed to :meth:`ClientConnection.send_mail` and not started yet.
 - ``_writer``: the one transaction whose commands or body are being written. Its commands are
-  planned (``MailFlow.commands``) when it leaves the queue, against the final EHLO.
+  planned (``MailFlow.commands``) when it leaves the queue, against the final EHLO. It is
+  released at the end of its body (the dot, or ``BDAT n LAST``).
 - ``_encoder``: set while the writer's body may be sent (after a 354, or at once for BDAT);
   :meth:`~ClientConnection.send_body` fails without it.
 - ``_pending``: one entry per command written, in order, saying what its reply answers
@@ -23,16 +24,29 @@ Four attributes carry a session's traffic:
 may let it: a transaction queued, a reply, the end of a body. It guarantees (RFC 2920):
 
 - Nothing is written outside READY (transactions queued earlier wait for it).
-- With PIPELINING, a transaction's MAIL, RCPTs and DATA go in one write, and the next
-  transaction's commands follow the previous message's final dot in the same write: DATA ends a
-  group (RFC 2920 section 3.1), so the body waits for the 354. Without PIPELINING, one command
-  is written per reply, and a refusal seen before DATA stops the transaction there (RSET).
-- With CHUNKING the body goes as BDAT chunks right after the envelope, and the writer is held
-  until the final reply: after a failed BDAT the server may hold message state, so RSET must
-  come before the next MAIL. A DATA transaction releases the writer at its dot.
+- With PIPELINING, a transaction's MAIL, RCPTs and DATA go in one write: DATA ends a group
+  (RFC 2920 section 3.1), so the body waits for the 354. Without PIPELINING (or with
+  ``pipelining="off"``), one command is written per reply, and a refusal seen before DATA stops
+  the transaction there (RSET).
+- Whether the next transaction may start while final replies are awaited is ``_may_start``'s
+  call: in ``"full"`` mode its commands follow the previous end in the same write (with DATA,
+  its body then waits for its 354; with CHUNKING, whose body follows the envelope at once, up to
+  ``chunking_window`` messages and ``chunking_window_bytes`` go before their replies); in
+  ``"envelope"`` mode nothing is written after an end until its reply.
+- A transaction's MAIL written while an end was awaited records that end's transaction
+  (``MailFlow.ahead``). If it is then refused with 503, the refusal is about the pipelining
+  (or about the failed message ahead), not about it: it is reported ``pipelining_refused``,
+  and when the message ahead was accepted the session falls back to ``"envelope"``.
+- After a failed BDAT transaction the server may hold its state (RFC 3030), so an RSET is due
+  before the next MAIL not yet written; one RSET written after several failed ends serves all.
+  Transactions already written behind it answer for themselves: replies match in order.
 - A server that answers DATA with 354 after refusing every recipient gets an empty message,
   whose reply is ignored (RFC 2920 section 3.1).
 - QUIT goes out once the queue is empty and no writer is left, pipelined after them.
+
+At the end (``_close``), each transaction without an outcome is reported by what the server
+said: refused already (MessageFailed), its end handed out and no 421 (unconfirmed), or else
+unsent; a 421 declines every command awaiting a reply, so after one nothing is unconfirmed.
 
 Timers: each awaited reply has a deadline counted from when it became awaited (the command was
 handed to the driver, or the previous reply completed), never extended by a partial reply, so
@@ -607,6 +621,7 @@ class ClientConnection(Generic[TagT]):
         assert message is not None
         self._writer = None
         self._events.append(self._failure(message, error))
+        message.ahead = None  # see _on_data_end
         self._write_rset()
 
     def _write_rset(self) -> None:
@@ -809,6 +824,7 @@ class ClientConnection(Generic[TagT]):
             self._report_accepted(message)
         else:
             self._report_failed(message)
+        message.ahead = None  # no chain of every transaction of the session kept alive
         self._pump_after_outcome()
 
     def _pump_after_outcome(self) -> None:

@@ -533,3 +533,25 @@ def test_off_mode_writes_one_command_per_reply(chunking: bool) -> None:
         commands.in_body = not write.startswith((b"MAIL", b"RCPT", b"DATA", b"BDAT", b"RSET"))
         commands.feed(write)
         assert len(commands.commands) == 1, write
+
+
+def test_a_close_right_after_an_accepted_dot_flags_the_pipelined_rest() -> None:
+    pipeline = Pipeline(ehlo=b"250-mx.test\r\n250 PIPELINING\r\n")
+    pipeline.send(tx(0), tx(1))
+    pipeline.reply(250, 250, 354)
+    assert pipeline.verbs()[-3:] == [("MAIL", 1), ("RCPT", 1), ("DATA", 1)]  # after the dot
+    pipeline.reply(250)
+    pipeline.drop()
+    closed = pipeline.outcomes.closed
+    assert closed is not None and closed.pipelining_refused
+    assert [pipeline.outcomes.of(i) for i in range(2)] == ["accepted", "unsent"]
+
+
+def test_outcomes_release_the_transaction_ahead() -> None:
+    """A long session must not keep a chain of all its transactions alive."""
+    pipeline = Pipeline()
+    pipeline.send(tx(0), tx(1))
+    flows = [message for _, message, _ in pipeline.client._pending if message is not None]
+    assert flows[-1].ahead is flows[0]
+    pipeline.reply(*[250] * 6)
+    assert flows[-1].ahead is None
