@@ -11,7 +11,8 @@ Four attributes carry a session's traffic:
 
 - ``_queue``: transactions handed to :meth:`ClientConnection.send_mail` and not started yet.
 - ``_writer``: the one transaction whose commands or body are being written. Its commands are
-  planned (``MailFlow.commands``) when it leaves the queue, against the final EHLO.
+  planned (``MailFlow.commands``) when it leaves the queue, against the final EHLO. It is
+  released at the end of its body (the dot, or ``BDAT n LAST``).
 - ``_encoder``: set while the writer's body may be sent (after a 354, or at once for BDAT);
   :meth:`~ClientConnection.send_body` fails without it.
 - ``_pending``: one entry per command written, in order, saying what its reply answers
@@ -23,16 +24,29 @@ Four attributes carry a session's traffic:
 may let it: a transaction queued, a reply, the end of a body. It guarantees (RFC 2920):
 
 - Nothing is written outside READY (transactions queued earlier wait for it).
-- With PIPELINING, a transaction's MAIL, RCPTs and DATA go in one write, and the next
-  transaction's commands follow the previous message's final dot in the same write: DATA ends a
-  group (RFC 2920 section 3.1), so the body waits for the 354. Without PIPELINING, one command
-  is written per reply, and a refusal seen before DATA stops the transaction there (RSET).
-- With CHUNKING the body goes as BDAT chunks right after the envelope, and the writer is held
-  until the final reply: after a failed BDAT the server may hold message state, so RSET must
-  come before the next MAIL. A DATA transaction releases the writer at its dot.
+- With PIPELINING, a transaction's MAIL, RCPTs and DATA go in one write: DATA ends a group
+  (RFC 2920 section 3.1), so the body waits for the 354. Without PIPELINING (or with
+  ``pipelining="off"``), one command is written per reply, and a refusal seen before DATA stops
+  the transaction there (RSET).
+- Whether the next transaction may start while final replies are awaited is ``_may_start``'s
+  call: in ``"full"`` mode its commands follow the previous end in the same write (with DATA,
+  its body then waits for its 354; with CHUNKING, whose body follows the envelope at once, up to
+  ``chunking_window`` messages and ``chunking_window_bytes`` go before their replies); in
+  ``"envelope"`` mode nothing is written after an end until its reply.
+- A transaction's MAIL written while an end was awaited records that end's transaction
+  (``MailFlow.ahead``). If it is then refused with 503, the refusal is about the pipelining
+  (or about the failed message ahead), not about it: it is reported ``pipelining_refused``,
+  and when the message ahead was accepted the session falls back to ``"envelope"``.
+- After a failed BDAT transaction the server may hold its state (RFC 3030), so an RSET is due
+  before the next MAIL not yet written; one RSET written after several failed ends serves all.
+  Transactions already written behind it answer for themselves: replies match in order.
 - A server that answers DATA with 354 after refusing every recipient gets an empty message,
   whose reply is ignored (RFC 2920 section 3.1).
 - QUIT goes out once the queue is empty and no writer is left, pipelined after them.
+
+At the end (``_close``), each transaction without an outcome is reported by what the server
+said: refused already (MessageFailed), its end handed out and no 421 (unconfirmed), or else
+unsent; a 421 declines every command awaiting a reply, so after one nothing is unconfirmed.
 
 Timers: each awaited reply has a deadline counted from when it became awaited (the command was
 handed to the driver, or the previous reply completed), never extended by a partial reply, so
@@ -82,11 +96,13 @@ from ._mailflow import (
     Pending,
     bdat_reply,
     data_reply,
+    doomed,
     final_reply,
     mail_reply,
     missing_capability,
     must_abort,
     rcpt_reply,
+    refused_for_sequence,
     response_error,
 )
 from ._replies import (
@@ -113,7 +129,15 @@ class ClientConfig:
     ``starttls``: ``"opportunistic"`` upgrades when offered, ``"required"`` closes the session
     with :class:`SMTPTLSError` when it is not, ``"never"`` does not try. ``tls_active`` says the
     link is already encrypted (implicit TLS). ``use_chunking`` sends messages with BDAT when the
-    server offers CHUNKING. Timeouts are the seconds each reply may take to arrive complete,
+    server offers CHUNKING.
+
+    ``pipelining`` applies when the server offers PIPELINING: ``"full"`` writes the next
+    transaction right after a message's end, ``"envelope"`` pipelines a transaction's own
+    commands but writes nothing after a message's end until its reply (for servers that answer
+    503 to anything arriving with the final dot), ``"off"`` writes one command per reply. In full
+    mode with CHUNKING up to ``chunking_window`` messages, whose BDAT bytes total at most
+    ``chunking_window_bytes`` (a message of unknown size takes whatever is left), are sent before
+    their replies. Timeouts are the seconds each reply may take to arrive complete,
     counted from when it became awaited, not from its last byte (``greeting_timeout`` from the
     start, ``data_timeout`` for the final reply to a message); None disables one.
     """
@@ -123,6 +147,9 @@ class ClientConfig:
     starttls: Literal["opportunistic", "required", "never"] = "opportunistic"
     tls_active: bool = False
     use_chunking: bool = True
+    pipelining: Literal["full", "envelope", "off"] = "full"
+    chunking_window: int = 8
+    chunking_window_bytes: int = 1 << 20
     greeting_timeout: float | None = 30.0
     command_timeout: float | None = 600.0
     data_timeout: float | None = 600.0
@@ -134,6 +161,10 @@ class ClientConfig:
         _commands.validate_hostname(self.local_hostname)
         if self.starttls not in ("opportunistic", "required", "never"):
             raise LocalProtocolError(f"invalid starttls policy: {self.starttls!r}")
+        if self.pipelining not in ("full", "envelope", "off"):
+            raise LocalProtocolError(f"invalid pipelining mode: {self.pipelining!r}")
+        if self.chunking_window < 1 or self.chunking_window_bytes < 1:
+            raise LocalProtocolError("the chunking window needs room for one message")
         if self.max_line_length < 512 or self.max_reply_lines < 1:
             raise LocalProtocolError("reply limits too small (max_line_length >= 512)")
 
@@ -166,7 +197,19 @@ class ClientConnection(Generic[TagT]):
         self._writer: MailFlow[TagT] | None = None  # whose commands or body go out now
         self._encoder: DataEncoder | ChunkingEncoder | None = None  # set while the body may go
         self._data_encoder = DataEncoder()  # every DATA message's, as it is reset by end()
+        # "envelope" from the config, or once the server refused what followed an accepted end.
+        self._mode = config.pipelining
         self._use_extensions(Extensions())
+        # Final replies (to a dot or a BDAT LAST) awaited, their BDAT bytes, and the latest
+        # end written: what the next MAIL would be pipelined behind.
+        self._ends_awaited = 0
+        self._bytes_awaited = 0
+        self._last_end: MailFlow[TagT] | None = None
+        self._rset_due = False  # a BDAT transaction failed: RSET before the next MAIL
+        # BDAT ends written, and how many of them an RSET written since follows (one RSET
+        # after several failed transactions resets them all).
+        self._bdat_ends = 0
+        self._reset_through = 0
         self._mechanism: SASLMechanism | None = None
         self._fallbacks: tuple[SASLMechanism, ...] = ()
         self._auth_error: SMTPAuthenticationError | None = None
@@ -210,6 +253,28 @@ class ClientConnection(Generic[TagT]):
         return self._tls
 
     @property
+    def pipelining(self) -> Literal["full", "envelope", "off"]:
+        """How the session pipelines now: ``"off"`` without PIPELINING (or before EHLO), else
+        the configured mode, ``"envelope"`` once the server refused commands after an end."""
+        if not self._pipelining:
+            return "off"
+        return "full" if self._after_end else "envelope"
+
+    @property
+    def window(self) -> int:
+        """How many transactions to hand over at once to keep this session busy.
+
+        One without pipelining; with envelope pipelining one on the wire and the next waiting;
+        in full mode with DATA the next message's commands ride with a message's dot (and a
+        third waits); with pipelined CHUNKING ``chunking_window`` on the wire and one waiting.
+        """
+        if not self._pipelining:
+            return 1
+        if not self._after_end:
+            return 2
+        return self.config.chunking_window + 1 if self._chunking else 3
+
+    @property
     def transactions_in_progress(self) -> int:
         """Transactions handed to :meth:`send_mail` whose outcome has not been reported yet."""
         awaiting = {id(message) for _, message, _ in self._pending if message is not None}
@@ -244,8 +309,8 @@ class ClientConnection(Generic[TagT]):
         if last is None:
             self._close(SMTPDisconnectedError("the server closed the connection unexpectedly"))
         elif last.code == 421 and self._pending:  # as good as a complete 421
-            awaiting, refused, _ = self._pending[0]
-            self._close(response_error(last, awaiting, "service closing:"), refused=refused)
+            error = response_error(last, self._pending[0][0], "service closing:")
+            self._close(error, declined=True)
         else:
             self._close(
                 SMTPDisconnectedError(
@@ -344,8 +409,12 @@ class ClientConnection(Generic[TagT]):
             raise LocalProtocolError(_NO_BODY_EXPECTED)
         data = encoder.encode(chunk)
         if data and isinstance(encoder, ChunkingEncoder):
-            self._pending.append((_Awaiting.BDAT, self._writer, None))
+            message = self._writer
+            assert message is not None
+            self._pending.append((_Awaiting.BDAT, message, None))
             self._unsent += 1
+            message.body_bytes += len(data)
+            self._bytes_awaited += len(data)
         self._outgoing += data
 
     def end_body(self) -> None:
@@ -354,18 +423,24 @@ class ClientConnection(Generic[TagT]):
         if encoder is None:
             raise LocalProtocolError(_NO_BODY_EXPECTED)
         assert message is not None
-        self._outgoing += encoder.end()
+        data = encoder.end()
+        self._outgoing += data
         self._encoder = None
         message.end_sent = True
+        if message.chunking:
+            message.body_bytes += len(data)
+            self._bytes_awaited += len(data)
+            self._bdat_ends += 1
+            message.end_number = self._bdat_ends
         self._pending.append((_Awaiting.DATA_END, message, None))
         self._unsent += 1
+        self._ends_awaited += 1
+        self._last_end = message
         if self._trace is not None:
             self._trace_line("C", "<message data>")
-        if not message.chunking:
-            # After the dot the next transaction may be pipelined; a BDAT transaction keeps
-            # the writer until its final reply, because a failure must be followed by RSET.
-            self._writer = None
-            self._pump()
+        # Whether the next transaction may follow before this end's reply is _may_start's call.
+        self._writer = None
+        self._pump()
 
     def authenticate(self, mechanism: SASLMechanism, *fallbacks: SASLMechanism) -> None:
         """Start an AUTH exchange; :class:`Authenticated` or :class:`AuthenticationFailed` follows.
@@ -456,7 +531,8 @@ class ClientConnection(Generic[TagT]):
     def _use_extensions(self, extensions: Extensions) -> None:
         """Take what the server offers, and the answers every transaction asks of it, once."""
         self._extensions = extensions
-        self._pipelining = extensions.pipelining
+        self._pipelining = extensions.pipelining and self._mode != "off"
+        self._after_end = self._pipelining and self._mode == "full"
         self._chunking = self.config.use_chunking and extensions.chunking
         self._dsn = extensions.dsn
         self._with_size = extensions.size is not None
@@ -473,7 +549,10 @@ class ClientConnection(Generic[TagT]):
         while self._state is State.READY:
             message = self._writer
             if message is None:
-                if not self._queue:
+                if self._rset_due:  # before any MAIL not yet written (RFC 3030 section 2)
+                    self._write_rset()
+                    continue
+                if not self._queue or (self._ends_awaited and not self._may_start()):
                     break
                 self._start_next()
                 continue
@@ -500,6 +579,18 @@ class ClientConnection(Generic[TagT]):
             self._enter(State.QUIT)
             self._write(_commands.QUIT, (_Awaiting.QUIT, None, None))
 
+    def _may_start(self) -> bool:
+        """May the next transaction go out while final replies are awaited?"""
+        if not self._after_end:
+            return False
+        if not self._chunking:
+            return True  # its body waits for the 354, which waits for the final reply ahead
+        if self._ends_awaited >= self.config.chunking_window:
+            return False
+        left = self.config.chunking_window_bytes - self._bytes_awaited
+        size = self._queue[0].transaction.size
+        return left > 0 if size is None else size <= left  # unknown: it takes what is left
+
     def _start_next(self) -> None:
         """Make the next queued transaction the writer, its commands planned for this server."""
         message = self._queue.popleft()
@@ -521,6 +612,8 @@ class ClientConnection(Generic[TagT]):
         message.chunking = self._chunking
         if not message.chunking:
             commands.append((_commands.DATA, (_Awaiting.DATA, message, None)))
+        if self._ends_awaited:
+            message.ahead = self._last_end
         self._writer = message
 
     def _open_body(self, message: MailFlow[TagT], encoder: DataEncoder | ChunkingEncoder) -> None:
@@ -532,8 +625,31 @@ class ClientConnection(Generic[TagT]):
         message = self._writer
         assert message is not None
         self._writer = None
-        self._events.append(MessageFailed(transaction=message.transaction, error=error))
+        self._events.append(self._failure(message, error))
+        message.ahead = None  # see _on_data_end
+        self._write_rset()
+
+    def _write_rset(self) -> None:
+        self._rset_due = False
+        self._reset_through = self._bdat_ends
         self._write(_commands.RSET, (_Awaiting.RSET, None, None))
+
+    def _failure(
+        self, message: MailFlow[TagT], error: SMTPResponseError | None = None
+    ) -> MessageFailed[TagT]:
+        """The event for a refused transaction, flagged when pipelining was what was refused."""
+        ahead = message.ahead
+        refused = ahead is not None and refused_for_sequence(message)
+        if refused and ahead is not None and ahead.success is not None:
+            # The server took the message ahead and refused what followed its end: pipeline
+            # nothing after an end on this session any more.
+            self._mode = "envelope"
+            self._after_end = False
+        return MessageFailed(
+            transaction=message.transaction,
+            error=message.failure() if error is None else error,
+            pipelining_refused=refused,
+        )
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -548,7 +664,7 @@ class ClientConnection(Generic[TagT]):
                     self._trace_line("S", str(reply))
                 if not awaited:
                     if reply.code == 421:
-                        self._close(response_error(reply, _Awaiting.QUIT, "service"))
+                        self._close(response_error(reply, _Awaiting.QUIT, "service"), declined=True)
                         return
                     raise RemoteProtocolError(
                         f"unexpected reply with no command outstanding: {reply}"
@@ -557,8 +673,8 @@ class ClientConnection(Generic[TagT]):
                 completed = True
                 expect = pending[0]
                 if reply.code == 421 and expect is not _Awaiting.QUIT:
-                    error = response_error(reply, expect, "service closing:")
-                    self._close(error, refused=pending[1])
+                    awaited.appendleft(pending)  # still unanswered: it is what 421 declines
+                    self._close(response_error(reply, expect, "service closing:"), declined=True)
                     return
                 _REPLY_HANDLERS[expect](self, reply, pending)
         except RemoteProtocolError as error:
@@ -710,22 +826,24 @@ class ClientConnection(Generic[TagT]):
         if outcome is Outcome.MORE:
             self._pending.appendleft(pending)  # the next reply answers the same data
             return
+        self._ends_awaited -= 1
+        self._bytes_awaited -= message.body_bytes
         if outcome is Outcome.ACCEPTED:
             self._report_accepted(message)
         else:
             self._report_failed(message)
+        message.ahead = None  # no chain of every transaction of the session kept alive
         self._pump_after_outcome()
 
     def _pump_after_outcome(self) -> None:
-        # Pipelined, a writer that is not the reported transaction is as far as it can go.
+        # A writer (always another transaction: it is released at its end) is as far as it
+        # can go when pipelined; its end pumps.
         if self._writer is None or not self._pipelining:
             self._pump()
 
     def _report_accepted(self, message: MailFlow[TagT]) -> None:
         reply = message.success
         assert reply is not None
-        if self._writer is message:
-            self._writer = None
         # The transaction is over: its dict of refusals is handed over, not copied.
         self._events.append(
             MessageAccepted(
@@ -737,12 +855,11 @@ class ClientConnection(Generic[TagT]):
         )
 
     def _report_failed(self, message: MailFlow[TagT]) -> None:
-        if self._writer is message:
-            self._fail_writer(message.failure())  # BDAT: the server may hold state; RSET
-        else:
-            self._events.append(
-                MessageFailed(transaction=message.transaction, error=message.failure())
-            )
+        self._events.append(self._failure(message))
+        if message.chunking and message.end_number > self._reset_through:
+            # After a failed BDAT the server may hold the message's state: RSET before the
+            # next MAIL not yet written (those already written answer for themselves).
+            self._rset_due = True
 
     def _on_rset(self, reply: Reply, pending: Pending[TagT]) -> None:
         if not reply.is_success:
@@ -754,30 +871,64 @@ class ClientConnection(Generic[TagT]):
 
     # -- the end --------------------------------------------------------------------------------
 
-    def _close(self, error: SMTPError | None, *, refused: MailFlow[TagT] | None = None) -> None:
-        """End the session once, telling the driver which transactions may be sent again."""
+    def _close(self, error: SMTPError | None, *, declined: bool = False) -> None:
+        """End the session once, telling the driver which transactions may be sent again.
+
+        ``declined``: the server said 421, so it processed none of the commands awaiting a
+        reply. Otherwise a transaction whose end was handed out may have been delivered.
+        """
         if self._state is State.CLOSED:
             return
         self._enter(State.CLOSED)
-        unsent: list[Transaction[TagT]] = []
-        unconfirmed: list[Transaction[TagT]] = []
-        seen: set[int] = set()
-        candidates = [refused, self._writer, *(message for _, message, _ in self._pending)]
-        candidates += self._queue
-        for message in candidates:
-            if message is None or id(message) in seen:
-                continue
-            seen.add(id(message))
-            target = unconfirmed if message.end_sent and message is not refused else unsent
-            target.append(message.transaction)
+        pending = self._pending
+        handed_out = len(pending) - self._unsent
+        ended = {
+            id(message)
+            for index, (awaiting, message, _) in enumerate(pending)
+            if awaiting is _Awaiting.DATA_END and index < handed_out
+        }
+        refused = self._pipelining_refused_at_close(error)
         self._events.extend(self._refused_early)  # these were never sent: no retry
         self._refused_early.clear()
-        self._pending.clear()
+        unsent: list[Transaction[TagT]] = []
+        unconfirmed: list[Transaction[TagT]] = []
+        for message in self._in_progress():
+            if doomed(message):  # the server already said no: that is its outcome
+                self._events.append(self._failure(message))
+            elif id(message) in ended and not declined:
+                unconfirmed.append(message.transaction)
+            else:
+                unsent.append(message.transaction)
+        pending.clear()
         self._queue.clear()
         self._writer = self._encoder = None
         self._events.append(
-            ConnectionClosed(error=error, unsent=tuple(unsent), unconfirmed=tuple(unconfirmed))
+            ConnectionClosed(
+                error=error,
+                unsent=tuple(unsent),
+                unconfirmed=tuple(unconfirmed),
+                pipelining_refused=refused,
+            )
         )
+
+    def _in_progress(self) -> list[MailFlow[TagT]]:
+        """Every transaction without an outcome, in the order they were handed over."""
+        seen: set[int] = set()
+        flows: list[MailFlow[TagT]] = []
+        for message in (*(message for _, message, _ in self._pending), self._writer):
+            if message is not None and id(message) not in seen:
+                seen.add(id(message))
+                flows.append(message)
+        return flows + list(self._queue)
+
+    def _pipelining_refused_at_close(self, error: SMTPError | None) -> bool:
+        """Did the server go away at a MAIL pipelined after a message it had just accepted?"""
+        if error is None or not self._pending:
+            return False
+        awaiting, message, _ = self._pending[0]
+        if awaiting is not _Awaiting.MAIL or message is None or message.ahead is None:
+            return False
+        return message.ahead.success is not None
 
     def _enter(self, state: State) -> None:
         """Every change of state goes through here, checked against ``_TRANSITIONS``."""

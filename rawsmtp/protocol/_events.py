@@ -108,10 +108,18 @@ class MessageFailed(Generic[TagT]):
 
     ``error`` is an :class:`SMTPResponseError` (the server said no) or an
     :class:`SMTPCapabilityError` (the server lacks what the message needs; nothing was sent).
+
+    ``pipelining_refused``: the refusal was a 503 (bad sequence of commands) to a transaction
+    written before the previous message's final reply came, so it says nothing about this
+    message: the server objected to the pipelining (or still held the failed message ahead).
+    It was not delivered; send it again, uncharged. When the message ahead had been accepted,
+    the session itself has switched to ``"envelope"`` pipelining (see
+    :attr:`ClientConnection.pipelining`).
     """
 
     transaction: Transaction[TagT]
     error: SMTPError
+    pipelining_refused: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,12 +129,20 @@ class ConnectionClosed(Generic[TagT]):
     ``error`` is None after a normal QUIT. ``unsent`` are transactions whose message was not
     completely handed out (or that the server refused with 421): safe to send again elsewhere.
     ``unconfirmed`` were sent in full but their final reply never came: they may have been
-    delivered and must not be resent blindly.
+    delivered and must not be resent blindly. After a 421 every transaction still awaiting a
+    reply is unsent: the server processes nothing after the command it answers with 421.
+    Transactions the server had already refused are reported as :class:`MessageFailed` before
+    this event, not here.
+
+    ``pipelining_refused``: the server went away at a MAIL written after the previous message's
+    end, right after accepting that message: it may object to commands pipelined after the end
+    of data; resend the unsent with ``pipelining="envelope"``.
     """
 
     error: SMTPError | None
     unsent: tuple[Transaction[TagT], ...] = ()
     unconfirmed: tuple[Transaction[TagT], ...] = ()
+    pipelining_refused: bool = False
 
 
 # Generic in the tag too: ``Event[Job]``; a bare ``Event`` is ``Event[object]``.

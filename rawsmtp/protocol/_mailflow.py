@@ -29,11 +29,13 @@ __all__ = [
     "Pending",
     "bdat_reply",
     "data_reply",
+    "doomed",
     "final_reply",
     "mail_reply",
     "missing_capability",
     "must_abort",
     "rcpt_reply",
+    "refused_for_sequence",
     "response_error",
 ]
 
@@ -51,6 +53,11 @@ class MailFlow(Generic[TagT]):
     rejected: dict[str, SMTPResponseError] = field(default_factory=dict)
     error: SMTPResponseError | None = None  # the refusal that dooms the transaction
     end_sent: bool = False
+    # The transaction whose end was the latest written when this one's MAIL was, if its final
+    # reply was still awaited then: this one was pipelined behind it.
+    ahead: MailFlow[TagT] | None = None
+    body_bytes: int = 0  # BDAT bytes written (counted for the chunking window only)
+    end_number: int = 0  # its BDAT LAST's place among the session's BDAT ends (from 1)
     lmtp_replies: int = 0  # LMTP replies to the data received so far
     success: Reply | None = None  # the reply to report with the delivery
 
@@ -143,6 +150,21 @@ def _lmtp_reply(flow: MailFlow[TagT], reply: Reply) -> Outcome:
         return Outcome.ACCEPTED  # with the last success as its reply
     flow.error = flow.rejected[recipient]
     return Outcome.FAILED
+
+
+def refused_for_sequence(flow: MailFlow[TagT]) -> bool:
+    """Was the transaction refused with 503, bad sequence, which says nothing of the message?"""
+    if flow.error is not None:
+        return flow.error.code == 503
+    rejected = flow.rejected.values()
+    return bool(rejected) and all(error.code == 503 for error in rejected)
+
+
+def doomed(flow: MailFlow[TagT]) -> bool:
+    """Has the server already refused the transaction, whatever its final reply will say?"""
+    if flow.error is not None:
+        return True
+    return not flow.accepted and len(flow.rejected) == len(flow.transaction.recipients)
 
 
 def must_abort(flow: MailFlow[TagT]) -> bool:
