@@ -88,6 +88,8 @@ class PoolOptions(TypedDict, total=False):
     lmtp: bool
     proxy: str | None
     pool: bool
+    # a rawsmtp.dkim.DKIMSigner, a dict of its arguments, or a list of them
+    dkim: Any
 
 
 class DSNDict(TypedDict, total=False):

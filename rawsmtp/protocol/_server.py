@@ -55,6 +55,8 @@ __all__ = ["ServerConnection", "ServerState"]
 
 
 class ServerState(enum.Enum):
+    """Where a server session is: what it is waiting for next."""
+
     GREETING = "GREETING"  # greet() not called yet
     COMMAND = "COMMAND"  # reading a command line
     ANSWER = "ANSWER"  # a Command event awaits accept() or respond()

@@ -17,6 +17,7 @@ MechanismFactory = Callable[[], ServerMechanism]
 PASSWORD_MECHANISMS: Mapping[str, MechanismFactory] = MappingProxyType(
     {"PLAIN": ServerPlain, "LOGIN": ServerLogin}
 )
+"""The SASL mechanisms a server checks with a password callback alone, by name."""
 _REPLY_LINE = re.compile(r"[2-5]\d\d(?:[ -].*)?")
 _ENHANCED = re.compile(r"^(\d{3}[ -])[245]\.\d{1,3}\.\d{1,3}(?: |$)")
 

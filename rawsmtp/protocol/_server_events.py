@@ -154,3 +154,4 @@ class ServerClosed:
 
 # Every Command subclass, plus the two events that are no command.
 ServerEvent = Command | TLSStart | ServerClosed
+"""What ``ServerConnection.next_event()`` returns, besides ``NEED_DATA``."""

@@ -34,6 +34,8 @@ class Check:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeReport:
+    """What :func:`probe` found: the target and one :class:`Check` per check, in order."""
+
     target: str
     checks: list[Check] = field(default_factory=list)
 
