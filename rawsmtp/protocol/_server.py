@@ -34,6 +34,7 @@ from ._server_commands import (
 from ._server_config import ServerConfig, format_reply, strip_enhanced
 from ._server_events import (
     Authenticate,
+    AuthRequested,
     Command,
     CommandRejected,
     DataRequested,
@@ -130,6 +131,11 @@ class ServerConnection:
     @property
     def recipients(self) -> tuple[str, ...]:
         return tuple(rcpt.address for rcpt in self._rcpts)
+
+    @property
+    def envelope(self) -> tuple[MailFrom, tuple[RcptTo, ...]] | None:
+        """The accepted MAIL FROM and RCPT TO commands of the transaction in progress."""
+        return None if self._envelope is None else (self._envelope, tuple(self._rcpts))
 
     def greet(self, reply: str | None = None) -> None:
         """Send the greeting; a refusal (554) leaves a session answering 503 to all but QUIT."""
@@ -297,7 +303,7 @@ class ServerConnection:
         elif (decoded := decode_response(answer)) is None:
             self._reject("AUTH", name, "501 5.5.2 Cannot decode response")
         else:
-            self._auth_step(name, mechanism.step(decoded))
+            self._auth_step(name, mechanism.step(decoded), name)
         return True
 
     def _read_data(self) -> bool:
@@ -396,23 +402,37 @@ class ServerConnection:
             self._reject(verb, argument, "501 5.5.2 Cannot decode initial response")
         else:
             mechanism = factory()
+            step = mechanism.step(initial)
+            if not isinstance(step, bytes):
+                self._auth_step(name, step, argument)
+                return
+            # The driver hears of the exchange before its first challenge goes out.
             self._mechanism = (name, mechanism)
-            self._auth_step(name, mechanism.step(initial))
+            event = AuthRequested(
+                verb=verb, argument=argument, reply=_challenge(step), mechanism=name
+            )
+            self._ask(event, self._read_sasl, self._end_sasl)
 
-    def _auth_step(self, name: str, step: Step) -> None:
-        if isinstance(step, bytes):
-            self._outgoing += b"334 " + base64.b64encode(step) + b"\r\n"
-            self._state = ServerState.AUTH
-            return
+    def _read_sasl(self) -> None:
+        self._state = ServerState.AUTH
+
+    def _end_sasl(self) -> None:
         self._mechanism = None
+
+    def _auth_step(self, name: str, step: Step, argument: str) -> None:
+        """Go on with the exchange; ``argument`` is the AUTH line's (or the mechanism name)."""
+        if isinstance(step, bytes):
+            self._outgoing += format_reply(_challenge(step))
+            return
+        self._end_sasl()
         self._state = ServerState.COMMAND
         if isinstance(step, SASLRefusal):
-            self._reject("AUTH", name, step.reply)
+            self._reject("AUTH", argument, step.reply)
             return
         assert isinstance(step, SASLCredentials)
         event = Authenticate(
             verb="AUTH",
-            argument=name,
+            argument=argument,
             reply="235 2.7.0 Authentication successful",
             mechanism=name,
             username=step.username,
@@ -422,7 +442,7 @@ class ServerConnection:
         self._ask(event, lambda: setattr(self, "auth_user", step.username))
 
     def _mail(self, verb: str, argument: str) -> None:
-        parsed = parse_mail(argument)
+        parsed = parse_mail(argument, strict=self.config.addresses == "check")
         if self.helo is None:
             self._reject(verb, argument, "503 5.5.1 Error: send HELO/EHLO first")
         elif self.config.require_auth and self.auth_user is None:
@@ -466,7 +486,7 @@ class ServerConnection:
         )
 
     def _rcpt(self, verb: str, argument: str) -> None:
-        parsed = parse_rcpt(argument)
+        parsed = parse_rcpt(argument, strict=self.config.addresses == "check")
         dsn = "DSN" in self._keywords
         if self._envelope is None:
             self._reject(verb, argument, "503 5.5.1 Error: need MAIL command")
@@ -500,22 +520,24 @@ class ServerConnection:
 
     def _bdat(self, verb: str, argument: str) -> None:
         parsed = parse_bdat(argument)
-        if parsed is None:
+        if "CHUNKING" not in self._keywords:
+            # Not offered, so not known: like any server without CHUNKING, the octets that
+            # follow are read as commands.
+            self._reject(verb, argument, _NOT_IMPLEMENTED)
+        elif parsed is None:
             # The chunk's length is unknown: there is no way to find the next command.
             self._outgoing += b"501 5.5.4 Syntax: BDAT size [LAST]\r\n"
             self._close(RemoteProtocolError(f"malformed BDAT: {argument!r}"))
-            return
-        size, last = parsed
-        # The octets are read off the wire whatever the verdict, so none is taken for a command.
-        self._body = self._chunks if self._chunks is not None else bytearray()
-        self._too_big = self._chunks_too_big
-        self._chunk = (size, last, argument)
-        self._state = ServerState.CHUNK
+        else:
+            # The octets are read off the wire whatever the verdict, so none is taken for a
+            # command.
+            self._body = self._chunks if self._chunks is not None else bytearray()
+            self._too_big = self._chunks_too_big
+            self._chunk = (parsed[0], parsed[1], argument)
+            self._state = ServerState.CHUNK
 
     def _chunk_done(self, argument: str, last: bool) -> None:
-        if "CHUNKING" not in self._keywords:
-            self._reject("BDAT", argument, _NOT_IMPLEMENTED)
-        elif self._envelope is None:
+        if self._envelope is None:
             self._reject("BDAT", argument, "503 5.5.1 Error: need MAIL command")
         elif not self._rcpts:
             self._reject("BDAT", argument, "554 5.5.1 Error: no valid recipients")
@@ -583,6 +605,10 @@ class ServerConnection:
 
     def _cap(self) -> int:
         return self.config.max_size or _UNLIMITED
+
+
+def _challenge(step: bytes) -> str:
+    return "334 " + base64.b64encode(step).decode("ascii")
 
 
 _UNRECOGNISED = "500 5.5.2 Error: command not recognized"

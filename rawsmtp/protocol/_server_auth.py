@@ -1,4 +1,4 @@
-"""Server side of SASL (RFC 4954): the mechanism interface and PLAIN and LOGIN.
+"""Server side of SASL (RFC 4954): the mechanism interface, PLAIN, LOGIN and XOAUTH2.
 
 A server mechanism turns each decoded client response into the next step: a challenge to send
 (334), credentials for the driver to judge, or a refusal. The :class:`ServerConnection` does the
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +20,7 @@ __all__ = [
     "ServerLogin",
     "ServerMechanism",
     "ServerPlain",
+    "ServerXOAuth2",
     "decode_response",
 ]
 
@@ -88,3 +91,33 @@ class ServerLogin:
             self._user = _text(response or b"")
             return b"Password:"
         return SASLCredentials(username=self._user, password=_text(response or b""))
+
+
+# What Gmail sends when it refuses a bearer token (as a 334 challenge, before the 535).
+_XOAUTH2_ERROR = json.dumps(
+    {"status": "401", "schemes": "Bearer", "scope": "https://mail.google.com/"}
+).encode()
+
+
+class ServerXOAuth2:
+    """Google's XOAUTH2: ``user=U ^A auth=Bearer T ^A ^A`` in one message, judged by ``check``.
+
+    A refused token gets Gmail's answer: a 334 carrying the error as JSON, and once the client
+    has answered it (with an empty line), 535.
+    """
+
+    def __init__(self, check: Callable[[str, str], bool]) -> None:
+        self._check = check
+        self._refused = False
+
+    def step(self, response: bytes | None) -> Step:
+        if self._refused:
+            return SASLRefusal(reply="535 5.7.8 Username and Password not accepted")
+        if response is None:
+            return b""
+        fields = dict(part.partition("=")[::2] for part in _text(response).split("\1"))
+        user, token = fields.get("user", ""), fields.get("auth", "").removeprefix("Bearer ")
+        if user and self._check(user, token):
+            return SASLCredentials(username=user)
+        self._refused = True
+        return _XOAUTH2_ERROR

@@ -57,25 +57,32 @@ def _params(text: str) -> Params | None:
     return params
 
 
-def _path(argument: str, verb: str, keyword: str, *, null_allowed: bool) -> Envelope | str:
+def _path(
+    argument: str, verb: str, keyword: str, *, null_allowed: bool, strict: bool
+) -> Envelope | str:
     match = _PATH.fullmatch(argument)
     params = _params(match.group(2)) if match else None
     if match is None or params is None or not argument.upper().startswith(keyword):
         return _SYNTAX.format(verb, keyword)
     address = match.group(1)
     try:
-        validate_address(address, smtputf8=True, null_allowed=null_allowed)
+        if strict:
+            validate_address(address, smtputf8=True, null_allowed=null_allowed)
+        elif not (address or null_allowed):
+            raise LocalProtocolError("empty address")
     except LocalProtocolError:
         return f"501 5.1.{7 if verb == 'MAIL' else 3} Bad address syntax"
     return Envelope(address, params)
 
 
-def parse_mail(argument: str) -> Envelope | str:
-    return _path(argument, "MAIL", "FROM", null_allowed=True)
+def parse_mail(argument: str, *, strict: bool = True) -> Envelope | str:
+    """``strict=False`` takes whatever is between the brackets (the empty path too)."""
+    return _path(argument, "MAIL", "FROM", null_allowed=True, strict=strict)
 
 
-def parse_rcpt(argument: str) -> Envelope | str:
-    return _path(argument, "RCPT", "TO", null_allowed=False)
+def parse_rcpt(argument: str, *, strict: bool = True) -> Envelope | str:
+    """``strict=False`` takes whatever non-empty text is between the brackets."""
+    return _path(argument, "RCPT", "TO", null_allowed=False, strict=strict)
 
 
 def parse_notify(value: str | None) -> frozenset[str] | None:

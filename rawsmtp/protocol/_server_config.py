@@ -49,6 +49,8 @@ class ServerConfig:
     command lines and messages with a line end other than CR LF (the SMTP smuggling defence;
     DATA only ever ends at CR LF . CR LF either way). ``sync="reject"`` refuses a command that
     must end a pipelined group (or any command without PIPELINING) when input already follows it.
+    ``addresses="check"`` refuses a path that is no valid mailbox (501); ``"any"`` takes whatever
+    is between the brackets, as a lenient server does.
     """
 
     hostname: str
@@ -65,6 +67,7 @@ class ServerConfig:
     max_errors: int = 20
     bare_lf: Literal["accept", "reject"] = "reject"
     sync: Literal["ignore", "reject"] = "reject"
+    addresses: Literal["any", "check"] = "check"
 
     def __post_init__(self) -> None:
         if self.max_size < 0 or self.max_line < 512:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .._errors import SMTPError
 
 __all__ = [
+    "AuthRequested",
     "Authenticate",
     "Command",
     "CommandRejected",
@@ -58,6 +59,18 @@ class Hello(Command):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TLSRequested(Command):
     """STARTTLS: accepting it sends 220, then :class:`TLSStart` follows."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthRequested(Command):
+    """AUTH whose mechanism asks first (no initial response, or XOAUTH2's error challenge).
+
+    Reported before the exchange starts: accepting sends ``reply`` (the first 334 challenge) and
+    reads the client's responses; a refusal (4xx/5xx) answers the AUTH command instead. With an
+    initial response that settles the exchange, :class:`Authenticate` comes straight away.
+    """
+
+    mechanism: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""The test server's configuration: options checked once, capabilities worked out once."""
+"""The test server's configuration: options checked once, the session settings built once."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..protocol._server_auth import ServerXOAuth2
+from ..protocol._server_config import PASSWORD_MECHANISMS, MechanismFactory, ServerConfig
 
 __all__ = ["CA_FILE", "CERT_FILE", "DEFAULT_MAX_SIZE", "KEY_FILE", "Settings", "build_settings"]
 
@@ -24,38 +27,31 @@ DEFAULT_MAX_LINE = 16384  # room for XOAUTH2 initial responses; RFC 5321 asks on
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    hostname: str
-    capabilities: tuple[str, ...]  # EHLO lines after the first, STARTTLS included when offered
-    lmtp: bool
-    max_size: int
-    max_line: int
+    """``session`` configures each connection's :class:`ServerConnection`; the rest is I/O."""
+
+    session: ServerConfig
     users: Mapping[str, str] = field(default_factory=dict)
-    tokens: Mapping[str, str] = field(default_factory=dict)
-    require_auth: bool = False
     tls_context: ssl.SSLContext | None = None
     implicit_tls: bool = False
-
-    @property
-    def keywords(self) -> frozenset[str]:
-        return frozenset(line.split()[0].upper() for line in self.capabilities if line.strip())
-
-    @property
-    def mechanisms(self) -> tuple[str, ...]:
-        for line in self.capabilities:
-            words = line.upper().split()
-            if words and words[0] == "AUTH":
-                return tuple(words[1:])
-        return ()
-
-    def ehlo_lines(self, *, tls: bool) -> list[str]:
-        """Capability lines to advertise now (no STARTTLS once TLS is on)."""
-        return [line for line in self.capabilities if not (tls and line.upper() == "STARTTLS")]
 
 
 def _tls_context(cert: str, key: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
+
+
+def _mechanisms(
+    users: Mapping[str, str], tokens: Mapping[str, str], *, all_of_them: bool
+) -> dict[str, MechanismFactory]:
+    """PLAIN and LOGIN when there are users, XOAUTH2 when there are tokens (or all three, for
+    capabilities written by hand: what they advertise is then honoured)."""
+    mechanisms: dict[str, MechanismFactory] = {}
+    if users or all_of_them:
+        mechanisms.update(PASSWORD_MECHANISMS)
+    if tokens or all_of_them:
+        mechanisms["XOAUTH2"] = lambda: ServerXOAuth2(lambda u, t: tokens.get(u) == t)
+    return mechanisms
 
 
 def build_settings(
@@ -73,8 +69,6 @@ def build_settings(
     max_line: int = DEFAULT_MAX_LINE,
     require_auth: bool = False,
 ) -> Settings:
-    if max_size < 0 or max_line < 512:
-        raise ValueError("max_size must be >= 0 and max_line >= 512")
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("tls_cert and tls_key go together")
     context: ssl.SSLContext | None = None
@@ -85,29 +79,23 @@ def build_settings(
     elif tls or implicit_tls:
         context = _tls_context(CERT_FILE, KEY_FILE)
     users, tokens = dict(users or {}), dict(tokens or {})
-    if capabilities is None:
-        lines = ["PIPELINING", f"SIZE {max_size}" if max_size else "SIZE", "8BITMIME"]
-        lines += ["SMTPUTF8", "CHUNKING", "DSN", "ENHANCEDSTATUSCODES"]
-        if context is not None and not implicit_tls:
-            lines.append("STARTTLS")
-        mechanisms = (["PLAIN", "LOGIN"] if users else []) + (["XOAUTH2"] if tokens else [])
-        if mechanisms:
-            lines.append("AUTH " + " ".join(mechanisms))
-        capabilities = lines
-    lines = [line.strip() for line in capabilities]
-    if any(not line or "\r" in line or "\n" in line for line in lines):
-        raise ValueError(f"invalid capability lines: {lines!r}")
-    if "STARTTLS" in (line.upper() for line in lines) and context is None:
+    lines = None if capabilities is None else tuple(line.strip() for line in capabilities)
+    if lines is not None and "STARTTLS" in (line.upper() for line in lines) and context is None:
         raise ValueError("STARTTLS advertised without tls=True or tls_cert/tls_key")
-    return Settings(
+    session = ServerConfig(
         hostname=hostname,
-        capabilities=tuple(lines),
+        capabilities=lines,
         lmtp=lmtp,
+        starttls=context is not None and not implicit_tls,
+        tls_active=implicit_tls,
+        mechanisms=_mechanisms(users, tokens, all_of_them=lines is not None),
+        require_auth=require_auth,
         max_size=max_size,
         max_line=max_line,
-        users=users,
-        tokens=tokens,
-        require_auth=require_auth,
-        tls_context=context,
-        implicit_tls=implicit_tls,
+        # The test server takes what a client under test sends, sloppy or not (unsynchronised
+        # pipelining, bare LF, odd paths): how real servers treat those is probe()'s question.
+        bare_lf="accept",
+        sync="ignore",
+        addresses="any",
     )
+    return Settings(session=session, users=users, tls_context=context, implicit_tls=implicit_tls)

@@ -289,7 +289,9 @@ class SMTPTestServer:
                 sessions.pop(task, None)
                 await _close(writer)
 
-        server = await asyncio.start_server(handle, sock=listener, limit=self.settings.max_line)
+        server = await asyncio.start_server(
+            handle, sock=listener, limit=self.settings.session.max_line
+        )
         self._loop, self._stopping = loop, asyncio.Event()
         ready.set()
         try:
