@@ -38,10 +38,18 @@ from ._extensions import Extensions, parse_ehlo
 from ._replies import Reply, ReplyParser
 from ._sasl import SASLMechanism
 from ._server import ServerConnection, ServerState
-from ._server_auth import SASLCredentials, SASLRefusal, ServerLogin, ServerMechanism, ServerPlain
+from ._server_auth import (
+    SASLCredentials,
+    SASLRefusal,
+    ServerLogin,
+    ServerMechanism,
+    ServerPlain,
+    ServerXOAuth2,
+)
 from ._server_config import PASSWORD_MECHANISMS, ServerConfig
 from ._server_events import (
     Authenticate,
+    AuthRequested,
     Command,
     CommandRejected,
     DataRequested,
@@ -62,6 +70,7 @@ from ._transaction import Transaction
 __all__ = [
     "NEED_DATA",
     "PASSWORD_MECHANISMS",
+    "AuthRequested",
     "Authenticate",
     "Authenticated",
     "AuthenticationFailed",
@@ -111,6 +120,7 @@ __all__ = [
     "ServerMechanism",
     "ServerPlain",
     "ServerState",
+    "ServerXOAuth2",
     "StartTLS",
     "State",
     "TLSRequested",

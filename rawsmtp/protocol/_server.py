@@ -540,7 +540,12 @@ class ServerConnection:
         if self._envelope is None:
             self._reject("BDAT", argument, "503 5.5.1 Error: need MAIL command")
         elif not self._rcpts:
-            self._reject("BDAT", argument, "554 5.5.1 Error: no valid recipients")
+            # RFC 3030: a refused chunk ends the transaction, so a MAIL pipelined behind it
+            # starts the next one (the reply is a refusal whatever the driver says).
+            refused = CommandRejected(
+                verb="BDAT", argument=argument, reply="554 5.5.1 Error: no valid recipients"
+            )
+            self._ask(refused, self._reset, self._reset)
         elif last:
             self._message(bytes(self._body), "BDAT", argument, too_big=self._too_big, bare=False)
         else:

@@ -140,4 +140,6 @@ def test_pool_ends_each_fault_with_a_typed_error_or_a_requeue(
                     assert info.value.code == case.code  # type: ignore[attr-defined]
         assert time.monotonic() - started < 10
         assert server.errors == []
-    assert settle(threads, sockets) == (threads, sockets)
+    # At most as many as before: a thread left by an earlier test may end meanwhile.
+    now_threads, now_sockets = settle(threads, sockets)
+    assert now_threads <= threads and now_sockets <= sockets
