@@ -31,8 +31,16 @@ class Settings:
 
     session: ServerConfig
     users: Mapping[str, str] = field(default_factory=dict)
+    # The XOAUTH2 tokens the server accepts, by user; the live dict its mechanism reads, so a
+    # test may change it while the server runs (a token endpoint issuing new ones).
+    tokens: dict[str, str] = field(default_factory=dict)
     tls_context: ssl.SSLContext | None = None
     implicit_tls: bool = False
+
+    @property
+    def keywords(self) -> frozenset[str]:
+        """The extension keywords advertised before TLS (STARTTLS included when offered)."""
+        return self.session.keywords(tls=False)
 
 
 def _tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -98,4 +106,10 @@ def build_settings(
         sync="ignore",
         addresses="any",
     )
-    return Settings(session=session, users=users, tls_context=context, implicit_tls=implicit_tls)
+    return Settings(
+        session=session,
+        users=users,
+        tokens=tokens,
+        tls_context=context,
+        implicit_tls=implicit_tls,
+    )

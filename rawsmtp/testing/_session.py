@@ -207,6 +207,9 @@ class Session:
 
     def _verdict(self, event: Command) -> str | None:
         """The driver's own answer where it differs from the machine's (None: accept)."""
+        if isinstance(event, MessageReceived) and event.reply == "250 2.0.0 Ok: queued":
+            # A queue id, as Postfix gives one, so clients' queue-id parsing has one to find.
+            return f"{event.reply} as {self.message_number:010X}"
         if not isinstance(event, Authenticate) or event.password is None:
             return None  # XOAUTH2 checked its token itself
         if self.settings.users.get(event.username) == event.password:
