@@ -49,6 +49,7 @@ class Options:
     max_connection_age: float | None = None
     logger: logging.Logger | bool | None = None
     debug: bool = False
+    on_event: Callable[[Any], Any] | None = None  # called with each rawsmtp.pool._observe event
     auth_method: str | None = None
     tls: ssl.SSLContext | dict[str, Any] | None = None
     max_connections: int = 5
@@ -213,6 +214,7 @@ _SPECS: dict[str, _Spec] = {
     "max_connection_age": _seconds("maxConnectionAge", nullable=True),
     "logger": _Spec(_logger, nullable=True, text=_flag_text),
     "debug": _FLAG,
+    "on_event": _Spec(_callable, nullable=True),
     "auth_method": _Spec(_mechanism, "authMethod", nullable=True, text=str),
     "tls": _Spec(_tls, nullable=True),
     "max_connections": _count("maxConnections"),

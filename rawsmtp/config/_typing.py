@@ -18,9 +18,11 @@ from ..auth import Credentials
 
 if TYPE_CHECKING:
     # Neither is imported with rawsmtp (tests/test_imports.py): ssl comes with a TLS option
-    # (see _tls), email.message with a Message.
+    # (see _tls), email.message with a Message. The pool imports this module, not the reverse.
     import email.message
     import ssl
+
+    from ..pool._observe import PoolEvent
 
 __all__ = [
     "AuthInput",
@@ -65,6 +67,7 @@ class PoolOptions(TypedDict, total=False):
     maxConnectionAge: float | None
     logger: logging.Logger | bool | None
     debug: bool
+    on_event: Callable[[PoolEvent], object] | None
     auth_method: str | None
     authMethod: str | None
     tls: ssl.SSLContext | dict[str, Any] | None

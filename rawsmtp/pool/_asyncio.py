@@ -21,6 +21,8 @@ from .._errors import LocalProtocolError, SMTPConnectionError, SMTPPoolClosedErr
 from .._result import SendResult
 from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
 from ._engine import EngineFacade, PoolEngine, Submission
+from ._observe import PoolStats
+from ._stats import pool_stats
 from ._transport import Transport, WriteBatch
 
 __all__ = ["SMTPPool"]
@@ -31,6 +33,8 @@ class SMTPPool(EngineFacade):
 
     def __init__(self, **options: Unpack[PoolOptions]) -> None:
         self._engine = PoolEngine(dict(options), self)
+        # on_event runs after the loop's current step, on the loop (before aclose() returns).
+        self._engine.telemetry.deliver_with(lambda f, e: asyncio.get_running_loop().call_soon(f, e))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watched: dict[Transport, tuple[int, bool]] = {}  # fd, watching for writes
         self._writes = WriteBatch()
@@ -87,6 +91,10 @@ class SMTPPool(EngineFacade):
         except TimeoutError:
             self._call(self._engine.abort)
             await self._finished.wait()
+
+    def stats(self) -> PoolStats:
+        """A snapshot of the queue, the connections, the counters and the pace (any thread)."""
+        return pool_stats(self._engine)
 
     async def abort(self) -> None:
         """Close at once: queued and in-flight messages fail (see ``aclose``)."""

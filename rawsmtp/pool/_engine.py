@@ -13,6 +13,7 @@ Sessions come from an injected factory, so tests can run the engine over scripte
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from ..protocol import (
 from ._future import SendFuture
 from ._scheduler import Job, Scheduler, Slot
 from ._session import Session, SessionSettings, as_smtp_error
+from ._stats import Telemetry, closed, delivered, failed, opened, retries, started
 from ._transport import IOServices
 from ._wiring import make_socket_plan, pool_options, session_settings
 
@@ -73,6 +75,8 @@ class Submission(Job):
     sent_bytes: int = 0
     last_error: SMTPError | None = field(default=None, repr=False)
     running: bool = False  # the future was moved to RUNNING (only the loop does that)
+    submitted_at: float = field(default_factory=time.monotonic)  # send()'s time, its thread
+    connection_id: int | None = None  # the session of its latest attempt
 
     def start(self) -> bool:
         """Move the future to RUNNING once; False when the caller cancelled it first."""
@@ -146,6 +150,8 @@ class PoolEngine:
         # Shared by every future of the pool (see SendFuture); the bound method is made once.
         self._futures_lock = threading.RLock()
         self._withdraw = driver.withdraw
+        self.telemetry = Telemetry(self.options, self.log)
+        self._emit = self.telemetry.emit  # events: counted, logged, given to on_event
 
     @property
     def queued(self) -> int:
@@ -289,7 +295,7 @@ class PoolEngine:
         if session in self._verifying:
             session.quit(now)
             return
-        self.log.info("[%d] connected to %s:%d", session.id, self.options.host, self.options.port)
+        self._emit(opened(session, self.options, now))
         assert isinstance(session.slot, Slot)
         self.scheduler.slot_ready(session.slot, now, window=window)
 
@@ -320,6 +326,7 @@ class PoolEngine:
             capabilities=capabilities_of(session.core),
         )
         if not submission.future.done():
+            self._emit(delivered(session, submission, result, now))
             submission.future.set_result(result)
 
     def session_closed(
@@ -333,8 +340,7 @@ class PoolEngine:
                 verify.set_exception(event.error)
             return
         error = event.error
-        if error is not None:
-            self.log.info("[%d] connection closed: %s", session.id, error)
+        self._emit(closed(session, error, self.telemetry.carried(session.id), now))
         for transaction in event.unconfirmed:
             self._fail(
                 transaction.tag,  # type: ignore[arg-type]
@@ -356,6 +362,8 @@ class PoolEngine:
             self._count_dequeued()
             reason = error or job.last_error
             self._fail(job, reason or SMTPConnectionError("could not send the message"))
+        for retry in retries(requeue, error, now):
+            self._emit(retry)
 
     def _requeue(
         self, unsent: tuple[Transaction, ...], error: SMTPError | None
@@ -383,6 +391,8 @@ class PoolEngine:
             self._finish_slot(session, now)
             return
         submission.assigned_at = now
+        submission.connection_id = session.id
+        self._emit(started(session, submission, now))
         try:
             session.send(self._transaction_for(submission, session), now)
         except SMTPCapabilityError as error:
@@ -445,6 +455,7 @@ class PoolEngine:
         self._cancellable.pop(submission.future, None)
         if submission.future.done() or not submission.start():
             return
+        self._emit(failed(submission, error))
         submission.future.set_exception(error)
 
 

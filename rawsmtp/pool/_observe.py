@@ -1,7 +1,8 @@
 """What a pool tells its observers: typed events for ``on_event=`` and the ``stats()`` snapshot.
 
 The engine builds these on the event loop and hands them to the observer off its hot path (the
-pool calls ``on_event`` from a worker, in order); integrations (OpenTelemetry, Prometheus, logs)
+selectors pool calls ``on_event`` from a thread of its own, the asyncio pool after the loop's
+current step; in order, either way); integrations (OpenTelemetry, Prometheus, logs)
 are adapters over this one stream, so they all see the same facts. Times are ``time.monotonic()``
 seconds, durations are seconds. Nothing here holds a message body or a secret.
 """
@@ -43,7 +44,11 @@ class ConnectionOpened:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectionClosed:
-    """A connection ended: politely (``error`` is None) or by ``error``."""
+    """A connection ended: politely (``error`` is None) or by ``error``.
+
+    Every connection attempt ends with one, also one that never got ready (a refused connect,
+    a failed STARTTLS or AUTH: no ConnectionOpened came before it then).
+    """
 
     connection_id: int
     messages: int  # messages it carried to a final reply
@@ -53,7 +58,7 @@ class ConnectionClosed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageStarted:
-    """A message's MAIL FROM was written on a connection."""
+    """A message was handed to a ready connection (its MAIL FROM goes out next)."""
 
     message_id: str | None
     connection_id: int
@@ -117,6 +122,7 @@ PoolEvent = (
     | MessageRetried
     | Throttled
 )
+"""What ``on_event=`` is called with: one of the event classes above."""
 
 _NO_CONNECTIONS: Mapping[str, int] = MappingProxyType({})
 
@@ -126,8 +132,10 @@ class PoolStats:
     """A snapshot of the pool, from ``pool.stats()``.
 
     ``connections`` counts connections by state (``"opening"``, ``"ready"``, ``"busy"``,
-    ``"closing"``); the counters run from the pool's creation; ``latency`` holds the median,
-    90th percentile and maximum of send()-to-final-reply seconds over recent deliveries.
+    ``"closing"``); the counters run from the pool's creation, ``retried`` counting the retries
+    that cost an attempt and ``deferred`` those that did not; ``latency`` holds the median
+    (``"p50"``), 90th percentile (``"p90"``) and maximum (``"max"``) of send()-to-final-reply
+    seconds over the last 1024 deliveries.
     """
 
     queued: int

@@ -23,6 +23,8 @@ from .._errors import SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
 from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
 from ._engine import EngineFacade, PoolEngine, Submission
+from ._observe import PoolStats
+from ._stats import pool_stats
 from ._transport import Transport, WriteBatch
 
 __all__ = ["SMTPPool"]
@@ -105,6 +107,11 @@ class SMTPPool(EngineFacade):
                 self._post(self._engine.abort)
                 self._thread.join()
         self._workers.shutdown(wait=False, cancel_futures=True)
+        self._engine.telemetry.close(timeout)  # on_event has seen every event when close returns
+
+    def stats(self) -> PoolStats:
+        """A snapshot of the queue, the connections, the counters and the pace (any thread)."""
+        return pool_stats(self._engine)
 
     def abort(self) -> None:
         """Close at once: queued and in-flight messages fail (see :meth:`close`)."""

@@ -51,6 +51,7 @@ __all__ = [
 # Stop pulling message chunks while this much is waiting to be written: memory stays bounded
 # however large the message.
 _HIGH_WATER = 256 * 1024
+_DATA_LINE = "<message data>"  # how the core's transcript shows a message's content
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -275,6 +276,8 @@ class Session:
 
     def _on_event(self, event: Event, now: float) -> None:
         if isinstance(event, SendBody):
+            if self.settings.debug:  # the lines so far, with the previous body's Message-ID
+                self._trace()
             job: Any = event.transaction.tag
             self._body_transaction = event.transaction
             self._body = iter(job.chunks(now))
@@ -386,10 +389,26 @@ class Session:
         self._process(now)
 
     def _trace(self) -> None:
+        """Log the protocol lines the core recorded (secrets already redacted there): a
+        multi-line reply as its lines, a message body as one line naming its Message-ID."""
         if self.core is None:
             return
-        for direction, line in self.core.take_trace():
-            self.log.debug("[%d] %s: %s", self.id, direction, line)
+        transaction = self._body_transaction  # the last body started, so the one that ended
+        tag: Any = transaction.tag if transaction is not None else None
+        message_id = tag.prepared.message_id if tag is not None else None
+        for direction, text in self.core.take_trace():
+            for line in _trace_lines(direction, text, message_id):
+                self.log.debug("[%d] %s: %s", self.id, direction, line)
+
+
+def _trace_lines(direction: str, text: str, message_id: str | None) -> list[str]:
+    if direction == "S" and "\n" in text:  # "250 a\nb": the core joins a reply's lines
+        code, _, rest = text.partition(" ")
+        lines = rest.split("\n")
+        return [f"{code}-{line}" for line in lines[:-1]] + [f"{code} {lines[-1]}"]
+    if text == _DATA_LINE and message_id is not None:
+        return [f"{_DATA_LINE} {message_id}"]
+    return [text]
 
 
 def as_smtp_error(error: BaseException) -> SMTPError:

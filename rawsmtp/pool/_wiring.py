@@ -62,25 +62,32 @@ def session_settings(options: Options) -> SessionSettings:
 
 
 def _logger(options: Options) -> logging.Logger:
-    """The logger to use: the caller's, or "rawsmtp" (which ``logger=True`` prints to stderr).
+    """The logger to use: the caller's, the shared "rawsmtp" one, or a private stderr one.
 
-    ``debug=True`` lowers the level to DEBUG, where the protocol lines are (secrets redacted).
+    ``logger=True`` prints to stderr through a logger of its own (named "rawsmtp", outside the
+    logging tree): nothing propagates, so an application's ``basicConfig`` does not print each
+    line a second time. ``debug=True`` logs the protocol at DEBUG (secrets redacted), lowering
+    the logger's level; with nowhere to print (no ``logger``, no handler configured) it prints
+    to stderr as ``logger=True`` does.
     """
     if isinstance(options.logger, logging.Logger):
         logger = options.logger
     else:
         logger = logging.getLogger("rawsmtp")
-        if options.logger is True and not any(
-            getattr(handler, "rawsmtp_console", False) for handler in logger.handlers
-        ):
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(asctime)s rawsmtp %(message)s"))
-            handler.rawsmtp_console = True  # type: ignore[attr-defined]
-            logger.addHandler(handler)
-            if logger.level == logging.NOTSET:
-                logger.setLevel(logging.INFO)
+        if options.logger is True or (options.debug and not logger.hasHandlers()):
+            return _console_logger(logging.DEBUG if options.debug else logging.INFO)
     if options.debug and logger.getEffectiveLevel() > logging.DEBUG:
         logger.setLevel(logging.DEBUG)
+    return logger
+
+
+def _console_logger(level: int) -> logging.Logger:
+    """A logger of the pool's own, printing to stderr: not registered, so it has no parent."""
+    logger = logging.Logger("rawsmtp", level)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s rawsmtp %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
     return logger
 
 

@@ -1,8 +1,4 @@
-"""The adapters against a real pool: what the observers saw vs. what the server received.
-
-The engine does not emit events or have ``stats()`` yet; these tests skip until it does
-(the integrator who wires the events in removes the skip, so they run under CI).
-"""
+"""The adapters against a real pool: what the observers saw vs. what the server received."""
 
 from __future__ import annotations
 
@@ -25,11 +21,6 @@ from rawsmtp.pool._observe import (
     PoolEvent,
 )
 from rawsmtp.testing import Fault, SMTPTestServer
-
-pytestmark = pytest.mark.skipif(
-    not hasattr(rawsmtp.SMTPPool, "stats"),
-    reason="engine emits events later: SMTPPool has no stats() / on_event= yet",
-)
 
 
 class Recorder:

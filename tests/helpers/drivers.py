@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import rawsmtp
 import rawsmtp.aio
+from rawsmtp.pool._observe import PoolStats
 
 T = TypeVar("T")
 
@@ -55,6 +56,9 @@ class AsyncioPool:
 
     def is_idle(self) -> bool:
         return self._pool.is_idle()
+
+    def stats(self) -> PoolStats:
+        return self._pool.stats()
 
     @property
     def pending(self) -> int:
