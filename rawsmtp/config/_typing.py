@@ -63,6 +63,8 @@ class PoolOptions(TypedDict, total=False):
     idleTimeout: float
     max_connection_age: float | None
     maxConnectionAge: float | None
+    exit_timeout: float
+    exitTimeout: float
     logger: logging.Logger | bool | None
     debug: bool
     auth_method: str | None

@@ -112,7 +112,7 @@ class SMTPPool(EngineFacade):
         self._loop.run_in_executor(None, func).add_done_callback(finished)
 
     def withdraw(self, future: Future[SendResult]) -> None:
-        self._call(lambda now: self._engine.cancel_future(future))
+        self._call(lambda now: self._engine.cancel_future(future, now))
 
     def watch(self, transport: Transport) -> None:
         self._schedule_sync()

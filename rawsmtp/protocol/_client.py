@@ -44,6 +44,14 @@ may let it: a transaction queued, a reply, the end of a body. It guarantees (RFC
   whose reply is ignored (RFC 2920 section 3.1).
 - QUIT goes out once the queue is empty and no writer is left, pipelined after them.
 
+:meth:`~ClientConnection.abandon` gives a transaction up before its end is handed out, by the
+least the protocol allows: dropped from ``_queue`` unseen; the rest of its envelope not written
+and an RSET after what was (``_rset_due``); BDAT chunks stopped before the last and an RSET,
+which clears their data (RFC 3030 section 2); inside DATA, where nothing but the dot ends a
+message, the connection closed, which makes the server discard it (RFC 5321 section 3.8); a
+DATA already written, awaiting its reply, decides at the reply (a 354 closes, a refusal only
+needs the RSET). It is reported at once, and replies still due for it are read and ignored.
+
 At the end (``_close``), each transaction without an outcome is reported by what the server
 said: refused already (MessageFailed), its end handed out and no 421 (unconfirmed), or else
 unsent; a 421 declines every command awaiting a reply, so after one nothing is unconfirmed.
@@ -120,6 +128,7 @@ __all__ = ["ClientConfig", "ClientConnection", "State"]
 
 
 _NO_BODY_EXPECTED = "no message body is expected now (wait for SendBody)"
+_ABANDONED = "the transaction was abandoned before its end"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -277,8 +286,12 @@ class ClientConnection(Generic[TagT]):
     @property
     def transactions_in_progress(self) -> int:
         """Transactions handed to :meth:`send_mail` whose outcome has not been reported yet."""
-        awaiting = {id(message) for _, message, _ in self._pending if message is not None}
-        if self._writer is not None:
+        awaiting = {
+            id(message)
+            for _, message, _ in self._pending
+            if message is not None and not message.abandoned
+        }
+        if self._writer is not None and not self._writer.abandoned:
             awaiting.add(id(self._writer))
         return len(self._queue) + len(awaiting)
 
@@ -442,6 +455,56 @@ class ClientConnection(Generic[TagT]):
         self._writer = None
         self._pump()
 
+    def abandon(self, transaction: Transaction[TagT]) -> bool:
+        """Give up a transaction whose end (the dot, or ``BDAT LAST``) is not handed out yet.
+
+        Returns True when it will not be delivered: :class:`MessageFailed` (with a
+        :class:`LocalProtocolError`) follows at once, and nothing of it that the server could
+        deliver is ever written. Not started, it is dropped; with envelope commands out, the
+        rest are not written and an RSET follows them; with BDAT chunks out, no more are and an
+        RSET clears them. Inside DATA (after the 354, or at a 354 still awaited) only closing
+        the connection aborts a message: the session then ends with :class:`ConnectionClosed`,
+        the transactions behind it ``unsent``. Returns False when it is too late or the
+        transaction is unknown (its end was handed out, or its outcome reported): nothing
+        changes, and its outcome follows as usual. See the module's theory of operation.
+        """
+        if self._state is State.CLOSED:
+            return False
+        for message in self._queue:
+            if message.transaction is transaction:
+                self._queue.remove(message)
+                self._give_up(message)
+                self._pump()
+                return True
+        if any(failed.transaction is transaction for failed in self._refused_early):
+            return True  # it fails anyway, unwritten
+        writer = self._writer
+        if writer is None or writer.transaction is not transaction:
+            return False
+        if not writer.abandoned:  # else: once is enough
+            self._abandon_writer(writer)
+        return True
+
+    def _abandon_writer(self, message: MailFlow[TagT]) -> None:
+        self._give_up(message)
+        if self._encoder is not None and not message.chunking:
+            self._close(LocalProtocolError(f"{_ABANDONED}: closed inside its DATA"))
+            return
+        written = any(pending[1] is message for pending in self._pending)
+        if not message.commands and not message.chunking:
+            return  # DATA is out: its reply decides (_on_data)
+        message.commands.clear()
+        self._writer = self._encoder = None
+        self._bytes_awaited -= message.body_bytes
+        self._rset_due = self._rset_due or written
+        self._pump()
+
+    def _give_up(self, message: MailFlow[TagT]) -> None:
+        message.abandoned = True
+        self._events.append(
+            MessageFailed(transaction=message.transaction, error=LocalProtocolError(_ABANDONED))
+        )
+
     def authenticate(self, mechanism: SASLMechanism, *fallbacks: SASLMechanism) -> None:
         """Start an AUTH exchange; :class:`Authenticated` or :class:`AuthenticationFailed` follows.
 
@@ -550,6 +613,8 @@ class ClientConnection(Generic[TagT]):
             message = self._writer
             if message is None:
                 if self._rset_due:  # before any MAIL not yet written (RFC 3030 section 2)
+                    if self._pending and not pipelining:
+                        break  # one command per reply
                     self._write_rset()
                     continue
                 if not self._queue or (self._ends_awaited and not self._may_start()):
@@ -575,6 +640,7 @@ class ClientConnection(Generic[TagT]):
             and self._state is State.READY
             and self._writer is None
             and not self._queue
+            and not self._rset_due
         ):
             self._enter(State.QUIT)
             self._write(_commands.QUIT, (_Awaiting.QUIT, None, None))
@@ -804,6 +870,14 @@ class ClientConnection(Generic[TagT]):
     def _on_data(self, reply: Reply, pending: Pending[TagT]) -> None:
         message = pending[1]
         assert message is not None
+        if message.abandoned:  # see abandon()
+            if reply.code == 354:  # the server reads a message now: only closing aborts it
+                self._close(LocalProtocolError(f"{_ABANDONED}: closed at its DATA's 354"))
+                return
+            self._writer = None
+            self._write_rset()
+            self._pump()
+            return
         verdict = data_reply(message, reply)
         if verdict is DataVerdict.BODY:
             self._open_body(message, self._data_encoder)  # the writer waits for the body
@@ -818,6 +892,8 @@ class ClientConnection(Generic[TagT]):
         message = pending[1]
         assert message is not None
         bdat_reply(message, reply)
+        if not self._pipelining:  # see _on_mail (an RSET may wait for this reply)
+            self._pump()
 
     def _on_data_end(self, reply: Reply, pending: Pending[TagT]) -> None:
         message = pending[1]
@@ -893,6 +969,8 @@ class ClientConnection(Generic[TagT]):
         unsent: list[Transaction[TagT]] = []
         unconfirmed: list[Transaction[TagT]] = []
         for message in self._in_progress():
+            if message.abandoned:
+                continue  # reported when it was abandoned
             if doomed(message):  # the server already said no: that is its outcome
                 self._events.append(self._failure(message))
             elif id(message) in ended and not declined:
