@@ -242,7 +242,9 @@ class PoolEngine:
 
     def next_deadline(self, now: float) -> float | None:
         deadlines = [d for c in self.sessions if (d := c.deadline()) is not None]
-        if (deadline := self.scheduler.next_deadline(now)) is not None:
+        # Closing, decide() decides nothing: a scheduler deadline (an idle connection's, while
+        # its QUIT is answered) would come round at once, forever.
+        if not self.stopping and (deadline := self.scheduler.next_deadline(now)) is not None:
             deadlines.append(deadline)
         return min(deadlines) if deadlines else None
 

@@ -50,7 +50,9 @@ and an RSET after what was (``_rset_due``); BDAT chunks stopped before the last 
 which clears their data (RFC 3030 section 2); inside DATA, where nothing but the dot ends a
 message, the connection closed, which makes the server discard it (RFC 5321 section 3.8); a
 DATA already written, awaiting its reply, decides at the reply (a 354 closes, a refusal only
-needs the RSET). It is reported at once, and replies still due for it are read and ignored.
+needs the RSET). Replies still due for it are read and ignored; it is reported (MessageFailed)
+once the server is done with it, at the reply to its RSET (``_abandoned_reset`` rides on that
+RSET's ``_pending`` entry), at once when none of it was written, or at the close.
 
 At the end (``_close``), each transaction without an outcome is reported by what the server
 said: refused already (MessageFailed), its end handed out and no 421 (unconfirmed), or else
@@ -215,6 +217,7 @@ class ClientConnection(Generic[TagT]):
         self._bytes_awaited = 0
         self._last_end: MailFlow[TagT] | None = None
         self._rset_due = False  # a BDAT transaction failed: RSET before the next MAIL
+        self._abandoned_reset: MailFlow[TagT] | None = None  # see abandon()
         # BDAT ends written, and how many of them an RSET written since follows (one RSET
         # after several failed transactions resets them all).
         self._bdat_ends = 0
@@ -286,12 +289,8 @@ class ClientConnection(Generic[TagT]):
     @property
     def transactions_in_progress(self) -> int:
         """Transactions handed to :meth:`send_mail` whose outcome has not been reported yet."""
-        awaiting = {
-            id(message)
-            for _, message, _ in self._pending
-            if message is not None and not message.abandoned
-        }
-        if self._writer is not None and not self._writer.abandoned:
+        awaiting = {id(message) for _, message, _ in self._pending if message is not None}
+        if self._writer is not None:
             awaiting.add(id(self._writer))
         return len(self._queue) + len(awaiting)
 
@@ -458,22 +457,22 @@ class ClientConnection(Generic[TagT]):
     def abandon(self, transaction: Transaction[TagT]) -> bool:
         """Give up a transaction whose end (the dot, or ``BDAT LAST``) is not handed out yet.
 
-        Returns True when it will not be delivered: :class:`MessageFailed` (with a
-        :class:`LocalProtocolError`) follows at once, and nothing of it that the server could
-        deliver is ever written. Not started, it is dropped; with envelope commands out, the
-        rest are not written and an RSET follows them; with BDAT chunks out, no more are and an
-        RSET clears them. Inside DATA (after the 354, or at a 354 still awaited) only closing
-        the connection aborts a message: the session then ends with :class:`ConnectionClosed`,
-        the transactions behind it ``unsent``. Returns False when it is too late or the
-        transaction is unknown (its end was handed out, or its outcome reported): nothing
-        changes, and its outcome follows as usual. See the module's theory of operation.
+        Returns True when it will not be delivered: nothing of it that the server could deliver
+        is written, and :class:`MessageFailed` (with a :class:`LocalProtocolError`) follows once
+        the server is done with it. Not started, it is dropped (reported at once); with envelope
+        commands out, the rest are not written and an RSET follows them; with BDAT chunks out,
+        no more are and an RSET clears them (reported at the RSET's reply). Inside DATA (after
+        the 354, or at a 354 still awaited) only closing the connection aborts a message: the
+        session then ends, the transactions behind it ``unsent`` in :class:`ConnectionClosed`.
+        Returns False when it is too late or the transaction is unknown (its end was handed
+        out, or its outcome reported): nothing changes, and its outcome follows as usual.
         """
         if self._state is State.CLOSED:
             return False
         for message in self._queue:
             if message.transaction is transaction:
                 self._queue.remove(message)
-                self._give_up(message)
+                self._events.append(self._abandoned(message))
                 self._pump()
                 return True
         if any(failed.transaction is transaction for failed in self._refused_early):
@@ -486,24 +485,25 @@ class ClientConnection(Generic[TagT]):
         return True
 
     def _abandon_writer(self, message: MailFlow[TagT]) -> None:
-        self._give_up(message)
+        message.abandoned = True
         if self._encoder is not None and not message.chunking:
             self._close(LocalProtocolError(f"{_ABANDONED}: closed inside its DATA"))
             return
-        written = any(pending[1] is message for pending in self._pending)
         if not message.commands and not message.chunking:
             return  # DATA is out: its reply decides (_on_data)
         message.commands.clear()
         self._writer = self._encoder = None
         self._bytes_awaited -= message.body_bytes
-        self._rset_due = self._rset_due or written
+        if any(pending[1] is message for pending in self._pending):
+            self._abandoned_reset = message  # reported at the reply to the RSET
+            self._rset_due = True
+        else:
+            self._events.append(self._abandoned(message))
         self._pump()
 
-    def _give_up(self, message: MailFlow[TagT]) -> None:
-        message.abandoned = True
-        self._events.append(
-            MessageFailed(transaction=message.transaction, error=LocalProtocolError(_ABANDONED))
-        )
+    @staticmethod
+    def _abandoned(message: MailFlow[TagT]) -> MessageFailed[TagT]:
+        return MessageFailed(transaction=message.transaction, error=LocalProtocolError(_ABANDONED))
 
     def authenticate(self, mechanism: SASLMechanism, *fallbacks: SASLMechanism) -> None:
         """Start an AUTH exchange; :class:`Authenticated` or :class:`AuthenticationFailed` follows.
@@ -698,7 +698,9 @@ class ClientConnection(Generic[TagT]):
     def _write_rset(self) -> None:
         self._rset_due = False
         self._reset_through = self._bdat_ends
-        self._write(_commands.RSET, (_Awaiting.RSET, None, None))
+        # An abandoned transaction's outcome is reported at this RSET's reply.
+        self._write(_commands.RSET, (_Awaiting.RSET, self._abandoned_reset, None))
+        self._abandoned_reset = None
 
     def _failure(
         self, message: MailFlow[TagT], error: SMTPResponseError | None = None
@@ -874,7 +876,7 @@ class ClientConnection(Generic[TagT]):
             if reply.code == 354:  # the server reads a message now: only closing aborts it
                 self._close(LocalProtocolError(f"{_ABANDONED}: closed at its DATA's 354"))
                 return
-            self._writer = None
+            self._writer, self._abandoned_reset = None, message
             self._write_rset()
             self._pump()
             return
@@ -940,6 +942,8 @@ class ClientConnection(Generic[TagT]):
     def _on_rset(self, reply: Reply, pending: Pending[TagT]) -> None:
         if not reply.is_success:
             raise RemoteProtocolError(f"RSET refused: {reply}")
+        if pending[1] is not None:  # the RSET that ended an abandoned transaction
+            self._events.append(self._abandoned(pending[1]))
         self._pump()  # without pipelining, the next transaction's MAIL waited for this reply
 
     def _on_quit(self, reply: Reply, pending: Pending[TagT]) -> None:
@@ -970,8 +974,8 @@ class ClientConnection(Generic[TagT]):
         unconfirmed: list[Transaction[TagT]] = []
         for message in self._in_progress():
             if message.abandoned:
-                continue  # reported when it was abandoned
-            if doomed(message):  # the server already said no: that is its outcome
+                self._events.append(self._abandoned(message))
+            elif doomed(message):  # the server already said no: that is its outcome
                 self._events.append(self._failure(message))
             elif id(message) in ended and not declined:
                 unconfirmed.append(message.transaction)
@@ -993,7 +997,8 @@ class ClientConnection(Generic[TagT]):
         """Every transaction without an outcome, in the order they were handed over."""
         seen: set[int] = set()
         flows: list[MailFlow[TagT]] = []
-        for message in (*(message for _, message, _ in self._pending), self._writer):
+        pending = (message for _, message, _ in self._pending)
+        for message in (*pending, self._writer, self._abandoned_reset):
             if message is not None and id(message) not in seen:
                 seen.add(id(message))
                 flows.append(message)
