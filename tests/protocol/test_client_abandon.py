@@ -68,9 +68,7 @@ def test_pipelined_data_refused_costs_an_rset_and_the_session_goes_on() -> None:
     session.client.send_mail(behind)
     session.client.abandon(message)
     assert session.server(b"250 ok\r\n550 no\r\n554 no valid recipients\r\n") == []
-    assert session.sent() == (
-        b"RSET\r\nMAIL FROM:<from@test>\r\nRCPT TO:<b@test>\r\nDATA\r\n"
-    )
+    assert session.sent() == (b"RSET\r\nMAIL FROM:<from@test>\r\nRCPT TO:<b@test>\r\nDATA\r\n")
     [failed] = session.server(b"250 reset\r\n")
     assert _abandoned(failed, message)
     session.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
