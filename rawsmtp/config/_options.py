@@ -47,6 +47,7 @@ class Options:
     socket_timeout: float = 600.0
     idle_timeout: float = 300.0
     max_connection_age: float | None = None
+    exit_timeout: float = 30.0
     logger: logging.Logger | bool | None = None
     debug: bool = False
     on_event: Callable[[Any], Any] | None = None  # called with each rawsmtp.pool._observe event
@@ -212,6 +213,7 @@ _SPECS: dict[str, _Spec] = {
     "socket_timeout": _seconds("socketTimeout"),
     "idle_timeout": _seconds("idleTimeout"),
     "max_connection_age": _seconds("maxConnectionAge", nullable=True),
+    "exit_timeout": _seconds("exitTimeout"),
     "logger": _Spec(_logger, nullable=True, text=_flag_text),
     "debug": _FLAG,
     "on_event": _Spec(_callable, nullable=True),

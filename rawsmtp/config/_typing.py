@@ -65,6 +65,8 @@ class PoolOptions(TypedDict, total=False):
     idleTimeout: float
     max_connection_age: float | None
     maxConnectionAge: float | None
+    exit_timeout: float
+    exitTimeout: float
     logger: logging.Logger | bool | None
     debug: bool
     on_event: Callable[[PoolEvent], object] | None

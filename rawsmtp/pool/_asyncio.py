@@ -7,12 +7,19 @@ core; only the event loop differs. Here it is the running asyncio loop: sockets 
 
     async with rawsmtp.aio.SMTPPool(host="smtp.example.com", auth=("u", "p")) as pool:
         result = await pool.send(message)
+
+Life cycle: the loop is the caller's, so nothing is left to flush at interpreter exit (a loop
+that has ended runs nothing more); ``aclose()`` it before the loop ends. A pool collected
+while open (which happens once its loop is gone: a running loop watching its sockets holds it)
+warns with ``ResourceWarning`` and closes its sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Unpack
@@ -106,6 +113,18 @@ class SMTPPool(EngineFacade):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)  # None when __init__ failed
+        if engine is None or engine.closed:
+            return
+        warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+        engine.mark_closed()
+        # Its loop has gone (see the module docstring): drop whatever is left, here.
+        with contextlib.suppress(Exception):
+            engine.fail_everything(
+                SMTPPoolClosedError("the pool was collected while open"), time.monotonic()
+            )
+
     # -- Driver: what the engine needs ----------------------------------------------------------
 
     def run_blocking(
@@ -120,7 +139,7 @@ class SMTPPool(EngineFacade):
         self._loop.run_in_executor(None, func).add_done_callback(finished)
 
     def withdraw(self, future: Future[SendResult]) -> None:
-        self._call(lambda now: self._engine.cancel_future(future))
+        self._call(lambda now: self._engine.cancel_future(future, now))
 
     def watch(self, transport: Transport) -> None:
         self._schedule_sync()

@@ -68,7 +68,7 @@ class Submission(Job):
     """A message on its way (the scheduler's job): what the caller gave, its future, timings."""
 
     prepared: PreparedMessage
-    future: Future[SendResult]
+    future: SendFuture[SendResult]
     assigned_at: float = 0.0
     body_at: float = 0.0
     body_started: bool = False
@@ -77,14 +77,21 @@ class Submission(Job):
     running: bool = False  # the future was moved to RUNNING (only the loop does that)
     submitted_at: float = field(default_factory=time.monotonic)  # send()'s time, its thread
     connection_id: int | None = None  # the session of its latest attempt
+    # Where it is being sent, for a cancel() before its final dot (see cancel_future).
+    placed: tuple[Session, Transaction] | None = field(default=None, repr=False)
 
     def start(self) -> bool:
         """Move the future to RUNNING once; False when the caller cancelled it first."""
-        if not self.running:
-            if not self.future.set_running_or_notify_cancel():
-                return False
-            self.running = True
+        if self.running:  # sent before (and requeued): the caller may have cancelled since
+            return not self.future.cancelled()
+        if not self.future.set_running_or_notify_cancel():
+            return False
+        self.running = True
         return True
+
+    def commit(self) -> bool:
+        """Its final dot is about to be handed out: False when the caller cancelled first."""
+        return self.future.commit()
 
     def chunks(self, now: float) -> Iterator[bytes]:
         self.body_started = True
@@ -167,7 +174,7 @@ class PoolEngine:
 
         Returns an already failed future instead when the pool is closed.
         """
-        future: Future[SendResult] = SendFuture(self._futures_lock, self._withdraw)
+        future: SendFuture[SendResult] = SendFuture(self._futures_lock, self._withdraw)
         if self.closed:
             future.set_exception(SMTPPoolClosedError("the pool is closed"))
             return future
@@ -210,16 +217,20 @@ class PoolEngine:
             self._fail(submission, SMTPPoolClosedError("the pool is closed"))
             return
         self.scheduler.submit(submission)
-        self._cancellable[submission.future] = submission
+        self._cancellable[submission.future] = submission  # until its outcome
 
-    def cancel_future(self, future: Future[SendResult]) -> None:
-        """The caller cancelled ``future``: withdraw its message if it has not started."""
+    def cancel_future(self, future: Future[SendResult], now: float) -> None:
+        """The caller cancelled ``future``: withdraw its message if it has not started, or
+        abandon it on its connection if its final dot is not out (SendFuture said so)."""
         submission = self._cancellable.pop(future, None)
         if submission is None:
             return
         if self.scheduler.cancel(submission):
             self._count_dequeued()
             self._update_idle()
+        elif submission.placed is not None:
+            session, transaction = submission.placed
+            session.abandon(transaction, now)
 
     def decide(self, now: float) -> None:
         if self.stopping:
@@ -237,7 +248,9 @@ class PoolEngine:
 
     def next_deadline(self, now: float) -> float | None:
         deadlines = [d for c in self.sessions if (d := c.deadline()) is not None]
-        if (deadline := self.scheduler.next_deadline(now)) is not None:
+        # Closing, decide() decides nothing: a scheduler deadline (an idle connection's, while
+        # its QUIT is answered) would come round at once, forever.
+        if not self.stopping and (deadline := self.scheduler.next_deadline(now)) is not None:
             deadlines.append(deadline)
         return min(deadlines) if deadlines else None
 
@@ -304,6 +317,7 @@ class PoolEngine:
     ) -> None:
         submission: Submission = event.transaction.tag  # type: ignore[assignment]
         self._finish_slot(session, now)
+        self._cancellable.pop(submission.future, None)
         if isinstance(event, MessageFailed):
             self._fail(submission, event.error)
             return
@@ -386,15 +400,17 @@ class PoolEngine:
     # -- helpers --------------------------------------------------------------------------------
 
     def _assign(self, session: Session, submission: Submission, now: float) -> None:
-        self._cancellable.pop(submission.future, None)
         if not submission.start():  # cancelled while queued
+            self._cancellable.pop(submission.future, None)
             self._finish_slot(session, now)
             return
         submission.assigned_at = now
         submission.connection_id = session.id
         self._emit(started(session, submission, now))
+        transaction = self._transaction_for(submission, session)
+        submission.placed = (session, transaction)
         try:
-            session.send(self._transaction_for(submission, session), now)
+            session.send(transaction, now)
         except SMTPCapabilityError as error:
             self._finish_slot(session, now)
             self._fail(submission, error)

@@ -8,7 +8,9 @@ RLock instead, in the ``_condition`` attribute where ``concurrent.futures.wait()
 mechanism ``wait()`` uses), so the completion of other futures never wakes them. ``wait()``,
 ``as_completed()`` and ``asyncio.wrap_future()`` work unchanged.
 
-Cancelling a future that has not started tells the pool at once, so the message leaves the queue.
+Cancelling a future tells the pool at once: a queued message leaves the queue, one on the wire
+is abandoned (see :meth:`SendFuture.cancel`). The loop calls :meth:`SendFuture.commit` before it
+hands out a message's final dot: from then on ``cancel()`` returns False.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class SendFuture(Future[T]):
         self._waiters: list[Any] = []
         self._done_callbacks: list[Callable[[Future[T]], object]] | None = None  # made on use
         self._on_cancel = on_cancel
+        self._committed = False  # the final dot is handed out: too late to cancel
 
     def result(self, timeout: float | None = None) -> T:
         # FINISHED is final and set after the outcome: a bulk sender collecting thousands of
@@ -75,6 +78,18 @@ class SendFuture(Future[T]):
 
     def done(self) -> bool:
         return self._state in _SETTLED  # one attribute read: no lock needed
+
+    def cancelled(self) -> bool:
+        return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)  # as done()
+
+    def commit(self) -> bool:
+        """The loop is about to hand out the final dot: True, and cancel() returns False from
+        now on; False when the caller cancelled first (the message must then be abandoned)."""
+        with self._condition:
+            if self._state in _SETTLED:
+                return False
+            self._committed = True
+            return True
 
     def set_result(self, result: T) -> None:
         self._settle(result, None)
@@ -111,16 +126,25 @@ class SendFuture(Future[T]):
             raise TimeoutError()
 
     def cancel(self) -> bool:
+        """Cancel the message: True while it is queued or on the wire before its final dot
+        (the pool withdraws or abandons it), False once the dot is handed out or it is done."""
         with self._condition:
-            if self._state in (RUNNING, FINISHED):
+            if self._state == FINISHED or self._committed:
                 return False
-            if self._state != PENDING:
+            if self._state != PENDING and self._state != RUNNING:
                 return True
-            self._state = CANCELLED
-            # Only our own waiters: wait()'s are told when the pool skips the message.
-            for waiter in self._waiters:
-                if isinstance(waiter, _Waiter):
-                    waiter.event.set()
+            if self._state == RUNNING:
+                # Nobody will call set_running_or_notify_cancel() again: tell every waiter,
+                # wait()'s included, now.
+                self._state = CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+            else:
+                self._state = CANCELLED
+                # Only our own waiters: wait()'s are told when the pool skips the message.
+                for waiter in self._waiters:
+                    if isinstance(waiter, _Waiter):
+                        waiter.event.set()
         self._on_cancel(self)
         self._invoke_callbacks()
         return True

@@ -3,20 +3,36 @@
 ``send()`` may be called from any thread; it hands the message to the loop through a locked
 inbox and a wake-up socket pair, and returns a ``concurrent.futures.Future``. The loop owns every
 connection; what to do is decided by the shared :class:`~rawsmtp.pool._engine.PoolEngine`. Blocking
-work (name resolution, the ``get_socket`` hook, token providers) runs in a small worker pool so
-the loop never stalls.
+work (name resolution, the ``get_socket`` hook, token providers) runs in a few worker threads of
+the pool's own (:class:`_Workers`) so the loop never stalls.
+
+Life cycle, as ``concurrent.futures.ThreadPoolExecutor``'s:
+
+- The loop thread, its selector and wake-up sockets exist only while there is work: they are made
+  by the first message (or ``verify()``), and the thread ends once no connection is open and
+  nothing is queued. A pool that only ran ``verify()``, or whose connections all timed out idle,
+  holds no thread and no file descriptor.
+- The thread runs :class:`_Loop`, which the pool holds and which never holds the pool, so a pool
+  dropped without ``close()`` is collected: it warns (``ResourceWarning``), sends what it was
+  given, QUITs and lets its thread end.
+- At interpreter exit an unclosed pool sends what is queued, for at most ``exit_timeout``
+  seconds, then fails the rest and says so in its log: forgetting ``close()`` loses nothing
+  silently.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import selectors
 import socket
 import threading
 import time
+import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Unpack
 
 from .._errors import SMTPConnectionError, SMTPPoolClosedError
@@ -29,27 +45,18 @@ from ._transport import Transport, WriteBatch
 
 __all__ = ["SMTPPool"]
 
+_Action = Callable[[float], None] | Submission
+
+# A worker thread waits this long for more work before it ends.
+_WORKER_LINGER = 1.0
+
 
 class SMTPPool(EngineFacade):
     """A pool of SMTP connections. Options are described in the README."""
 
     def __init__(self, **options: Unpack[PoolOptions]) -> None:
-        self._engine = PoolEngine(dict(options), self)
-        # Actions for the loop; a new message is posted as itself (no closure per message).
-        self._inbox: deque[Callable[[float], None] | Submission] = deque()
-        self._inbox_lock = threading.Lock()
-        self._wake_pending = False
-        self._thread: threading.Thread | None = None
-        self._loop_done = False
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._registered: dict[Transport, int] = {}  # transport -> its registered event mask
-        self._writes = WriteBatch()
-        self.flush_soon = self._writes.add  # IOServices.flush_soon, without a call in between
-        self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rawsmtp-worker")
+        self._loop = _Loop(dict(options))
+        self._engine = self._loop.engine
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -65,15 +72,16 @@ class SMTPPool(EngineFacade):
 
         Input that can never be sent raises a ``ValueError`` subclass here, before anything is
         queued. With ``max_queue`` set and the queue full, waits (``block=True``, at most
-        ``timeout`` seconds) or raises :class:`SMTPQueueFullError`.
+        ``timeout`` seconds) or raises :class:`SMTPQueueFullError`. ``future.cancel()`` withdraws
+        the message until its final dot is handed out (see the README).
         """
-        on_loop = self._thread is threading.current_thread()
+        loop = self._loop
         submission = self._engine.submit(
-            message, envelope, block=block, timeout=timeout, on_loop=on_loop
+            message, envelope, block=block, timeout=timeout, on_loop=loop.on_loop()
         )
         if not isinstance(submission, Submission):
             return submission
-        self._post(submission)
+        loop.post(submission)
         return submission.future
 
     def verify(self) -> bool:
@@ -84,7 +92,7 @@ class SMTPPool(EngineFacade):
         if self._engine.closed:
             raise SMTPPoolClosedError("the pool is closed")
         future: Future[bool] = Future()
-        self._post(lambda now: self._engine.start_verify(future, now))
+        self._loop.post(lambda now: self._engine.start_verify(future, now))
         return future.result()
 
     def close(self, timeout: float | None = None, *, abort: bool = False) -> None:
@@ -95,19 +103,15 @@ class SMTPPool(EngineFacade):
         aborted: they fail with :class:`SMTPPoolClosedError`, or with
         :class:`SMTPDeliveryUnknownError` when their final dot was sent.
         """
-        if self._engine.mark_closed():
-            self._post(self._engine.begin_close)
+        loop, engine = self._loop, self._engine
+        if engine.mark_closed():
+            loop.post(engine.begin_close)
         elif not abort:
             return
         if abort:
-            self._post(self._engine.abort)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                self._post(self._engine.abort)
-                self._thread.join()
-        self._workers.shutdown(wait=False, cancel_futures=True)
-        self._engine.telemetry.close(timeout)  # on_event has seen every event when close returns
+            loop.post(engine.abort)
+        loop.join(timeout)
+        engine.telemetry.close(timeout)  # on_event has seen every event when close returns
 
     def stats(self) -> PoolStats:
         """A snapshot of the queue, the connections, the counters and the pace (any thread)."""
@@ -123,24 +127,81 @@ class SMTPPool(EngineFacade):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def __del__(self) -> None:
+        loop = getattr(self, "_loop", None)  # None when __init__ failed
+        if loop is None or loop.engine.closed:
+            return
+        warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+        loop.drain()
+
+
+class _Loop:
+    """The loop thread's side of one pool: the engine's driver. The pool holds it; it never
+    holds the pool (see the module docstring)."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.engine: PoolEngine = PoolEngine(options, self)
+        # Actions for the loop; a new message is posted as itself (no closure per message).
+        self._inbox: deque[_Action] = deque()
+        self._inbox_lock = threading.Lock()
+        self._wake_pending = False
+        # Made by post() when there is work, dropped when the thread ends (see _end_if_quiet).
+        self._thread: threading.Thread | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_w: socket.socket | None = None
+        self._loop_done = False  # the pool has closed: actions run in the caller's thread
+        self._drain_requested = False  # see drain()
+        self._draining = False  # the loop's copy: close once nothing is queued or in flight
+        self._registered: dict[Transport, int] = {}  # transport -> its registered event mask
+        self._writes = WriteBatch()
+        self.flush_soon = self._writes.add  # IOServices.flush_soon, without a call in between
+        self._workers = _Workers(self.post)
+        _register_exit_flush()
+        _LIVE.add(self)
+
+    def on_loop(self) -> bool:
+        return self._thread is threading.current_thread()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait at most ``timeout`` seconds for the loop thread to end; True once it has."""
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def join(self, timeout: float | None) -> None:
+        """Wait for the loop thread to end, aborting what is in flight after ``timeout`` s."""
+        if not self.wait(timeout):
+            self.post(self.engine.abort)
+            self.wait(None)
+
+    def drain(self) -> bool:
+        """Stop taking messages, send those queued, then close (a pool collected while open, or
+        left open at exit). False when the pool was closed by close()."""
+        engine = self.engine
+        if not engine.mark_closed():
+            return self._drain_requested
+        self._drain_requested = True
+        with self._inbox_lock:
+            quiet = self._thread is None and not self._inbox and engine.queued == 0
+        if not quiet:  # else nothing is open or queued, and nothing can come any more
+            self.post(self._begin_drain)
+        return True
+
+    def _begin_drain(self, now: float) -> None:
+        self._draining = True
+
     # -- Driver: what the engine needs ----------------------------------------------------------
 
     def run_blocking(
         self, func: Callable[[], Any], done: Callable[[Any, BaseException | None, float], None]
     ) -> None:
-        def finished(result: Future[Any]) -> None:
-            error = result.exception()
-            value = None if error is not None else result.result()
-            self._post(lambda now: done(value, error, now))
-
-        try:
-            self._workers.submit(func).add_done_callback(finished)
-        except RuntimeError as error:  # the pool is shutting down
-            done(None, error, time.monotonic())
+        self._workers.submit(func, done)
 
     def withdraw(self, future: Future[SendResult]) -> None:
-        engine = self._engine
-        self._post(lambda now: engine.cancel_future(future))
+        engine = self.engine
+        self.post(lambda now: engine.cancel_future(future, now))
 
     def watch(self, transport: Transport) -> None:
         """A new socket: registered (with the events it waits for) before the loop next waits."""
@@ -148,53 +209,95 @@ class SMTPPool(EngineFacade):
 
     def forget(self, transport: Transport) -> None:
         if self._registered.pop(transport, 0) and transport.sock is not None:
+            assert self._selector is not None
             self._selector.unregister(transport.sock)
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def _post(self, action: Callable[[float], None] | Submission) -> None:
-        """Run ``action(now)`` (or enqueue a Submission) on the loop thread, started on first use."""
+    def post(self, action: _Action) -> None:
+        """Run ``action(now)`` (or enqueue a Submission) on the loop thread, started if need be."""
         with self._inbox_lock:
-            run_now = self._loop_done
-            wake = False
-            if not run_now:
+            if not self._loop_done:
                 self._inbox.append(action)
-                wake, self._wake_pending = not self._wake_pending, True
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="rawsmtp-pool", daemon=True
-                    )
-                    self._thread.start()
-        if run_now:  # the loop has ended: nothing can be sent any more
-            self._perform(action, time.monotonic())
-        elif wake:
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"\0")
+                if not self._wake_pending:
+                    self._wake_pending = True
+                    if self._thread is None:
+                        self._start()  # which drains the inbox first
+                    else:
+                        # Under the lock: the thread closes this socket only after it saw
+                        # the inbox empty under the lock (see _end_if_quiet).
+                        with contextlib.suppress(OSError):
+                            assert self._wake_w is not None
+                            self._wake_w.send(b"\0")
+                return
+        self._perform(action, time.monotonic())  # the loop has ended: nothing can be sent
 
-    def _run(self) -> None:
-        engine = self._engine
+    def _start(self) -> None:
+        selector = selectors.DefaultSelector()
+        wake_r, self._wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        selector.register(wake_r, selectors.EVENT_READ, None)
+        self._selector = selector
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(selector, wake_r, self._wake_w),
+            name="rawsmtp-pool",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _run(
+        self, selector: selectors.BaseSelector, wake_r: socket.socket, wake_w: socket.socket
+    ) -> None:
+        finished = True
         try:
-            while True:
-                now = time.monotonic()
-                self._drain_inbox(now)
-                engine.decide(now)
-                if engine.finished:
-                    break  # checked after the inbox, which is where close() arrives
-                self._writes.flush(now)
-                self._update_registrations()
-                deadline = engine.next_deadline(now)
-                for key, mask in self._selector.select(self._timeout(deadline, now)):
-                    self._on_ready(key, mask)
-                self._writes.flush(time.monotonic())  # answers to the replies, at once
-                if deadline is not None and (now := time.monotonic()) >= deadline:
-                    engine.fire_timers(now)  # only when the earliest deadline has come
+            finished = self._serve(selector, wake_r)
         except BaseException:  # pragma: no cover - a bug; fail everything rather than hang
+            engine = self.engine
             engine.log.exception("rawsmtp pool loop crashed")
             error = SMTPConnectionError("the pool's event loop crashed")
             engine.fail_everything(error, time.monotonic())
             raise
         finally:
-            self._shutdown_loop()
+            if finished:
+                self._shutdown_loop()
+            selector.close()
+            wake_r.close()
+            wake_w.close()
+
+    def _serve(self, selector: selectors.BaseSelector, wake_r: socket.socket) -> bool:
+        """Run until the pool has closed (True) or has nothing to do (False)."""
+        engine = self.engine
+        while True:
+            now = time.monotonic()
+            self._drain_inbox(now)
+            engine.decide(now)
+            if self._draining and not engine.stopping and self._drained():
+                engine.begin_close(now)
+            if engine.finished:
+                return True  # checked after the inbox, which is where close() arrives
+            if not engine.sessions and engine.queued == 0 and self._end_if_quiet():
+                return False
+            self._writes.flush(now)
+            self._update_registrations(selector)
+            deadline = engine.next_deadline(now)
+            for key, mask in selector.select(self._timeout(deadline, now)):
+                self._on_ready(key, mask, wake_r)
+            self._writes.flush(time.monotonic())  # answers to the replies, at once
+            if deadline is not None and (now := time.monotonic()) >= deadline:
+                engine.fire_timers(now)  # only when the earliest deadline has come
+
+    def _drained(self) -> bool:
+        return self.engine.queued == 0 and self.engine.scheduler.in_flight == 0
+
+    def _end_if_quiet(self) -> bool:
+        """No connection, nothing queued: end the thread unless an action has just arrived."""
+        with self._inbox_lock:
+            if self._inbox:
+                return False
+            self._thread = self._selector = self._wake_w = None
+            return True
 
     def _drain_inbox(self, now: float) -> None:
         with self._inbox_lock:
@@ -204,17 +307,17 @@ class SMTPPool(EngineFacade):
         for action in actions:
             self._perform(action, now)
 
-    def _perform(self, action: Callable[[float], None] | Submission, now: float) -> None:
+    def _perform(self, action: _Action, now: float) -> None:
         if isinstance(action, Submission):
-            self._engine.enqueue(action)
+            self.engine.enqueue(action)
         else:
             action(now)
 
-    def _on_ready(self, key: selectors.SelectorKey, mask: int) -> None:
+    def _on_ready(self, key: selectors.SelectorKey, mask: int, wake_r: socket.socket) -> None:
         transport = key.data
         if transport is None:  # the wake-up socket; the inbox is drained next round
             with contextlib.suppress(OSError):  # BlockingIOError once it is empty
-                while self._wake_r.recv(4096):
+                while wake_r.recv(4096):
                     pass
             return
         now = time.monotonic()
@@ -228,7 +331,7 @@ class SMTPPool(EngineFacade):
             return 0
         return None if deadline is None else max(0.0, deadline - now)
 
-    def _update_registrations(self) -> None:
+    def _update_registrations(self, selector: selectors.BaseSelector) -> None:
         for transport, registered in list(self._registered.items()):
             if transport.sock is None:
                 continue
@@ -236,18 +339,107 @@ class SMTPPool(EngineFacade):
             if mask == registered:
                 continue
             if registered:
-                self._selector.modify(transport.sock, mask, transport)
+                selector.modify(transport.sock, mask, transport)
             else:
-                self._selector.register(transport.sock, mask, transport)
+                selector.register(transport.sock, mask, transport)
             self._registered[transport] = mask
 
     def _shutdown_loop(self) -> None:
-        self._engine.stopping = True
+        self.engine.stopping = True
         with self._inbox_lock:
             self._loop_done = True
         for action in list(self._inbox):
             with contextlib.suppress(Exception):  # best effort at the very end
                 self._perform(action, time.monotonic())
-        self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+
+
+class _Workers:
+    """A few daemon threads for blocking calls, started on demand, each ending after
+    ``_WORKER_LINGER`` seconds without work. Not a ThreadPoolExecutor: those stop taking work
+    at interpreter exit, when an unclosed pool still needs names resolved to send its queue."""
+
+    def __init__(self, post: Callable[[_Action], None], size: int = 4) -> None:
+        self._post = post
+        self._size = size
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._ready = threading.Condition(threading.Lock())
+        self._threads = 0
+        self._idle = 0
+
+    def submit(
+        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None, float], None]
+    ) -> None:
+        """Run ``func`` in a worker, then post ``done(result, error, now)`` to the loop."""
+
+        def job() -> None:
+            try:
+                value, error = func(), None
+            except BaseException as failure:  # the loop reports it, as a future would
+                value, error = None, failure
+            self._post(lambda now: done(value, error, now))
+
+        with self._ready:
+            self._jobs.append(job)
+            if self._idle:
+                self._ready.notify()
+            elif self._threads < self._size:
+                self._threads += 1
+                threading.Thread(target=self._work, name="rawsmtp-worker", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                if not self._jobs:
+                    self._idle += 1
+                    self._ready.wait(_WORKER_LINGER)
+                    self._idle -= 1
+                    if not self._jobs:
+                        self._threads -= 1
+                        return
+                job = self._jobs.popleft()
+            job()
+
+
+# -- interpreter exit ---------------------------------------------------------------------------
+
+_LIVE: weakref.WeakSet[_Loop] = weakref.WeakSet()  # a running loop thread keeps its _Loop here
+_exit_flush_registered = False
+
+
+def _register_exit_flush() -> None:
+    """Arrange for :func:`_flush_at_exit` to run once, early in interpreter shutdown."""
+    global _exit_flush_registered
+    if _exit_flush_registered:
+        return
+    _exit_flush_registered = True
+    # threading._register_atexit hooks run when the main thread ends, before non-daemon threads
+    # are joined and before atexit: concurrent.futures stops its executors from such a hook, and
+    # nothing public runs that early. Registered after concurrent.futures' own (hooks run last
+    # first), ours runs while user code may still hand work to executors. atexit if it is gone.
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError("no threading._register_atexit")
+        register(_flush_at_exit)
+    except RuntimeError:  # also: shutdown has begun
+        atexit.register(_flush_at_exit)
+
+
+def _flush_at_exit() -> None:
+    """Every pool left open: stop taking messages, send those queued within its
+    ``exit_timeout``, then abort the rest, loudly."""
+    started = time.monotonic()
+    draining = [loop for loop in list(_LIVE) if loop.drain()]
+    for loop in draining:
+        engine = loop.engine
+        if loop.wait(max(0.0, started + engine.options.exit_timeout - time.monotonic())):
+            continue
+        engine.log.error(
+            "rawsmtp: a pool left open at interpreter exit could not send everything within "
+            "exit_timeout=%s s: %d queued and %d in-flight messages fail (SMTPPoolClosedError, "
+            "or SMTPDeliveryUnknownError after their final dot)",
+            engine.options.exit_timeout,
+            engine.queued,
+            engine.scheduler.in_flight,
+        )
+        loop.join(0)

@@ -215,6 +215,16 @@ class Session:
         self.core.send_mail(transaction)
         self._process(now)
 
+    def abandon(self, transaction: Transaction, now: float) -> None:
+        """The caller cancelled a message before its final dot: stop its body, let the core give
+        it up (:meth:`ClientConnection.abandon`; its MessageFailed frees the slot)."""
+        if self._closed or self.core is None:
+            return
+        if self._body is not None and self._body_transaction is transaction:
+            self._end_body()
+        self.core.abandon(transaction)
+        self._process(now)
+
     def quit(self, now: float) -> None:
         """End politely: QUIT once the in-flight messages are done (at once before set-up)."""
         if self.core is None:
@@ -266,7 +276,14 @@ class Session:
             return
         if chunk is None:
             self._end_body()
-            self.core.end_body()
+            transaction = self._body_transaction
+            assert transaction is not None
+            # The point of no return: a cancel() that came first abandons the message instead.
+            job: Any = transaction.tag
+            if job.commit():
+                self.core.end_body()
+            else:
+                self.core.abandon(transaction)
         else:
             self.core.send_body(chunk)
 

@@ -44,6 +44,16 @@ may let it: a transaction queued, a reply, the end of a body. It guarantees (RFC
   whose reply is ignored (RFC 2920 section 3.1).
 - QUIT goes out once the queue is empty and no writer is left, pipelined after them.
 
+:meth:`~ClientConnection.abandon` gives a transaction up before its end is handed out, by the
+least the protocol allows: dropped from ``_queue`` unseen; the rest of its envelope not written
+and an RSET after what was (``_rset_due``); BDAT chunks stopped before the last and an RSET,
+which clears their data (RFC 3030 section 2); inside DATA, where nothing but the dot ends a
+message, the connection closed, which makes the server discard it (RFC 5321 section 3.8); a
+DATA already written, awaiting its reply, decides at the reply (a 354 closes, a refusal only
+needs the RSET). Replies still due for it are read and ignored; it is reported (MessageFailed)
+once the server is done with it, at the reply to its RSET (``_abandoned_reset`` rides on that
+RSET's ``_pending`` entry), at once when none of it was written, or at the close.
+
 At the end (``_close``), each transaction without an outcome is reported by what the server
 said: refused already (MessageFailed), its end handed out and no 421 (unconfirmed), or else
 unsent; a 421 declines every command awaiting a reply, so after one nothing is unconfirmed.
@@ -120,6 +130,7 @@ __all__ = ["ClientConfig", "ClientConnection", "State"]
 
 
 _NO_BODY_EXPECTED = "no message body is expected now (wait for SendBody)"
+_ABANDONED = "the transaction was abandoned before its end"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,6 +217,7 @@ class ClientConnection(Generic[TagT]):
         self._bytes_awaited = 0
         self._last_end: MailFlow[TagT] | None = None
         self._rset_due = False  # a BDAT transaction failed: RSET before the next MAIL
+        self._abandoned_reset: MailFlow[TagT] | None = None  # see abandon()
         # BDAT ends written, and how many of them an RSET written since follows (one RSET
         # after several failed transactions resets them all).
         self._bdat_ends = 0
@@ -442,6 +454,57 @@ class ClientConnection(Generic[TagT]):
         self._writer = None
         self._pump()
 
+    def abandon(self, transaction: Transaction[TagT]) -> bool:
+        """Give up a transaction whose end (the dot, or ``BDAT LAST``) is not handed out yet.
+
+        Returns True when it will not be delivered: nothing of it that the server could deliver
+        is written, and :class:`MessageFailed` (with a :class:`LocalProtocolError`) follows once
+        the server is done with it. Not started, it is dropped (reported at once); with envelope
+        commands out, the rest are not written and an RSET follows them; with BDAT chunks out,
+        no more are and an RSET clears them (reported at the RSET's reply). Inside DATA (after
+        the 354, or at a 354 still awaited) only closing the connection aborts a message: the
+        session then ends, the transactions behind it ``unsent`` in :class:`ConnectionClosed`.
+        Returns False when it is too late or the transaction is unknown (its end was handed
+        out, or its outcome reported): nothing changes, and its outcome follows as usual.
+        """
+        if self._state is State.CLOSED:
+            return False
+        for message in self._queue:
+            if message.transaction is transaction:
+                self._queue.remove(message)
+                self._events.append(self._abandoned(message))
+                self._pump()
+                return True
+        if any(failed.transaction is transaction for failed in self._refused_early):
+            return True  # it fails anyway, unwritten
+        writer = self._writer
+        if writer is None or writer.transaction is not transaction:
+            return False
+        if not writer.abandoned:  # else: once is enough
+            self._abandon_writer(writer)
+        return True
+
+    def _abandon_writer(self, message: MailFlow[TagT]) -> None:
+        message.abandoned = True
+        if self._encoder is not None and not message.chunking:
+            self._close(LocalProtocolError(f"{_ABANDONED}: closed inside its DATA"))
+            return
+        if not message.commands and not message.chunking:
+            return  # DATA is out: its reply decides (_on_data)
+        message.commands.clear()
+        self._writer = self._encoder = None
+        self._bytes_awaited -= message.body_bytes
+        if any(pending[1] is message for pending in self._pending):
+            self._abandoned_reset = message  # reported at the reply to the RSET
+            self._rset_due = True
+        else:
+            self._events.append(self._abandoned(message))
+        self._pump()
+
+    @staticmethod
+    def _abandoned(message: MailFlow[TagT]) -> MessageFailed[TagT]:
+        return MessageFailed(transaction=message.transaction, error=LocalProtocolError(_ABANDONED))
+
     def authenticate(self, mechanism: SASLMechanism, *fallbacks: SASLMechanism) -> None:
         """Start an AUTH exchange; :class:`Authenticated` or :class:`AuthenticationFailed` follows.
 
@@ -550,6 +613,8 @@ class ClientConnection(Generic[TagT]):
             message = self._writer
             if message is None:
                 if self._rset_due:  # before any MAIL not yet written (RFC 3030 section 2)
+                    if self._pending and not pipelining:
+                        break  # one command per reply
                     self._write_rset()
                     continue
                 if not self._queue or (self._ends_awaited and not self._may_start()):
@@ -575,6 +640,7 @@ class ClientConnection(Generic[TagT]):
             and self._state is State.READY
             and self._writer is None
             and not self._queue
+            and not self._rset_due
         ):
             self._enter(State.QUIT)
             self._write(_commands.QUIT, (_Awaiting.QUIT, None, None))
@@ -632,7 +698,9 @@ class ClientConnection(Generic[TagT]):
     def _write_rset(self) -> None:
         self._rset_due = False
         self._reset_through = self._bdat_ends
-        self._write(_commands.RSET, (_Awaiting.RSET, None, None))
+        # An abandoned transaction's outcome is reported at this RSET's reply.
+        self._write(_commands.RSET, (_Awaiting.RSET, self._abandoned_reset, None))
+        self._abandoned_reset = None
 
     def _failure(
         self, message: MailFlow[TagT], error: SMTPResponseError | None = None
@@ -804,6 +872,14 @@ class ClientConnection(Generic[TagT]):
     def _on_data(self, reply: Reply, pending: Pending[TagT]) -> None:
         message = pending[1]
         assert message is not None
+        if message.abandoned:  # see abandon()
+            if reply.code == 354:  # the server reads a message now: only closing aborts it
+                self._close(LocalProtocolError(f"{_ABANDONED}: closed at its DATA's 354"))
+                return
+            self._writer, self._abandoned_reset = None, message
+            self._write_rset()
+            self._pump()
+            return
         verdict = data_reply(message, reply)
         if verdict is DataVerdict.BODY:
             self._open_body(message, self._data_encoder)  # the writer waits for the body
@@ -818,6 +894,8 @@ class ClientConnection(Generic[TagT]):
         message = pending[1]
         assert message is not None
         bdat_reply(message, reply)
+        if not self._pipelining:  # see _on_mail (an RSET may wait for this reply)
+            self._pump()
 
     def _on_data_end(self, reply: Reply, pending: Pending[TagT]) -> None:
         message = pending[1]
@@ -864,6 +942,8 @@ class ClientConnection(Generic[TagT]):
     def _on_rset(self, reply: Reply, pending: Pending[TagT]) -> None:
         if not reply.is_success:
             raise RemoteProtocolError(f"RSET refused: {reply}")
+        if pending[1] is not None:  # the RSET that ended an abandoned transaction
+            self._events.append(self._abandoned(pending[1]))
         self._pump()  # without pipelining, the next transaction's MAIL waited for this reply
 
     def _on_quit(self, reply: Reply, pending: Pending[TagT]) -> None:
@@ -893,7 +973,9 @@ class ClientConnection(Generic[TagT]):
         unsent: list[Transaction[TagT]] = []
         unconfirmed: list[Transaction[TagT]] = []
         for message in self._in_progress():
-            if doomed(message):  # the server already said no: that is its outcome
+            if message.abandoned:
+                self._events.append(self._abandoned(message))
+            elif doomed(message):  # the server already said no: that is its outcome
                 self._events.append(self._failure(message))
             elif id(message) in ended and not declined:
                 unconfirmed.append(message.transaction)
@@ -915,7 +997,8 @@ class ClientConnection(Generic[TagT]):
         """Every transaction without an outcome, in the order they were handed over."""
         seen: set[int] = set()
         flows: list[MailFlow[TagT]] = []
-        for message in (*(message for _, message, _ in self._pending), self._writer):
+        pending = (message for _, message, _ in self._pending)
+        for message in (*pending, self._writer, self._abandoned_reset):
             if message is not None and id(message) not in seen:
                 seen.add(id(message))
                 flows.append(message)

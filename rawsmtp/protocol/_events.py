@@ -107,7 +107,9 @@ class MessageFailed(Generic[TagT]):
     """The message was refused (sender, every recipient, or the data); the session goes on.
 
     ``error`` is an :class:`SMTPResponseError` (the server said no) or an
-    :class:`SMTPCapabilityError` (the server lacks what the message needs; nothing was sent).
+    :class:`SMTPCapabilityError` (the server lacks what the message needs; nothing was sent),
+    or a :class:`LocalProtocolError` for a transaction given up with
+    :meth:`ClientConnection.abandon`.
 
     ``pipelining_refused``: the refusal was a 503 (bad sequence of commands) to a transaction
     written before the previous message's final reply came, so it says nothing about this

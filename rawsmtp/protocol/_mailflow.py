@@ -60,6 +60,7 @@ class MailFlow(Generic[TagT]):
     end_number: int = 0  # its BDAT LAST's place among the session's BDAT ends (from 1)
     lmtp_replies: int = 0  # LMTP replies to the data received so far
     success: Reply | None = None  # the reply to report with the delivery
+    abandoned: bool = False  # given up by the caller: replies to it are read and ignored
 
     def failure(self) -> SMTPResponseError:
         if self.error is not None:

@@ -417,4 +417,4 @@ class PoolHarness:
         pass  # run() moves every transport's bytes
 
     def withdraw(self, future: Future[SendResult]) -> None:
-        self.later(lambda now: self.engine.cancel_future(future))
+        self.later(lambda now: self.engine.cancel_future(future, now))

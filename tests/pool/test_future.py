@@ -71,17 +71,31 @@ def test_wait_and_as_completed_work() -> None:
         thread.join()
 
 
-def test_cancel_tells_the_pool_once_and_only_while_pending() -> None:
-    (queued, running, finished), withdrawn = _futures(3)
+def test_cancel_tells_the_pool_once_and_only_until_the_dot_is_committed() -> None:
+    (queued, running, committed, finished), withdrawn = _futures(4)
     assert queued.cancel() and queued.cancel()
     assert queued.cancelled() and withdrawn == [queued]
-    assert running.set_running_or_notify_cancel()
-    assert not running.cancel()
+    assert running.set_running_or_notify_cancel() and committed.set_running_or_notify_cancel()
+    assert committed.commit()
+    assert not committed.cancel() and not committed.cancelled()
+    assert running.cancel() and running.cancel() and not running.commit()
     finished.set_result(1)
-    assert not finished.cancel()
-    assert withdrawn == [queued]
-    with pytest.raises(concurrent.futures.CancelledError):
-        queued.result()
+    assert not finished.cancel() and not finished.commit()
+    assert withdrawn == [queued, running]
+    for cancelled in (queued, running):
+        with pytest.raises(concurrent.futures.CancelledError):
+            cancelled.result()
+
+
+def test_cancelling_a_running_future_wakes_concurrent_futures_wait() -> None:
+    # Nobody calls set_running_or_notify_cancel() again on a running future: cancel() itself
+    # must tell wait()'s waiters.
+    (future,), _ = _futures(1)
+    assert future.set_running_or_notify_cancel()
+    thread = _later(0.05, future.cancel)
+    done, pending = concurrent.futures.wait([future], timeout=5)
+    thread.join()
+    assert done == {future} and not pending and future.cancelled()
 
 
 def test_done_callbacks_run_once_before_and_after_completion() -> None:
