@@ -368,7 +368,10 @@ def compare(
         row[name] = _medians(results)
         if name == "smtplib":
             continue
-        speed = [ours["msg_per_s"] / theirs["msg_per_s"] for ours, theirs in zip(results, baseline, strict=True)]
+        speed = [
+            ours["msg_per_s"] / theirs["msg_per_s"]
+            for ours, theirs in zip(results, baseline, strict=True)
+        ]
         cpu = [
             ours["cpu_s_per_msg"] / theirs["cpu_s_per_msg"]
             for ours, theirs in zip(results, baseline, strict=True)
