@@ -1,11 +1,14 @@
-"""rawsmtp against smtplib, same machine, same run: throughput, latency tolerance, CPU, memory.
+"""rawsmtp (both drivers) against smtplib and aiosmtplib, same machine, same run: throughput,
+CPU, round trips and memory, on loopback and through RTT relays, against smtp-sink and Postfix.
 
-    python bench/run.py            # the full set (a few minutes)
+    python bench/run.py            # the full set, with callgrind counts (many minutes)
     python bench/run.py --quick    # a smoke run with small counts (CI)
 
 Needs Postfix's ``smtp-sink`` (Debian: ``apt-get install postfix``; found on PATH or in
-/usr/sbin). Each measurement runs in a fresh child process, so CPU time and peak RSS are its own.
-Prints a table, then one JSON line per workload.
+/usr/sbin) and aiosmtplib (``pip install .[bench]``). The Postfix rows use the test Postfix of
+tests/servers/setup.sh (its servers.json) and are left out when it does not run. Each
+measurement runs in a fresh child process, so CPU time and peak RSS are its own. Prints a
+Markdown table, then one JSON line per workload.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import platform
 import resource
 import shutil
 import socket
@@ -25,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,20 +66,49 @@ def _measure(run: Callable[[], int]) -> dict[str, float]:
     }
 
 
-def child_rawsmtp(port: int, count: int, connections: int) -> int:
+def _tls_context() -> Any:
+    import ssl
+
+    return ssl.create_default_context(cafile=_servers()["cafile"])
+
+
+def child_rawsmtp(port: int, count: int, connections: int, tls: int = 0) -> int:
     import rawsmtp
 
-    with rawsmtp.SMTPPool(
-        host="127.0.0.1",
-        port=port,
-        ignore_tls=True,
-        max_connections=connections,
-        max_messages=100_000,
-    ) as pool:
+    with rawsmtp.SMTPPool(**_pool_options(port, connections, tls)) as pool:
         envelope = rawsmtp.Envelope(mail_from=SENDER, rcpt_to=tuple(RECIPIENTS))
         futures = [pool.send(MESSAGE_1K, envelope) for _ in range(count)]
         _wait_all(futures)
     return count
+
+
+def child_aio(port: int, count: int, connections: int, tls: int = 0) -> int:
+    import asyncio
+
+    import rawsmtp.aio
+
+    async def main() -> None:
+        async with rawsmtp.aio.SMTPPool(**_pool_options(port, connections, tls)) as pool:
+            envelope = rawsmtp.Envelope(mail_from=SENDER, rcpt_to=tuple(RECIPIENTS))
+            await asyncio.gather(*[pool.send(MESSAGE_1K, envelope) for _ in range(count)])
+
+    asyncio.run(main())
+    return count
+
+
+def _pool_options(port: int, connections: int, tls: int) -> dict[str, Any]:
+    security: dict[str, Any] = (
+        {"require_tls": True, "tls": {"ca_file": _servers()["cafile"]}}
+        if tls
+        else {"ignore_tls": True}
+    )
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "max_connections": connections,
+        "max_messages": 100_000,
+        **security,
+    }
 
 
 def _wait_all(futures: list[Any]) -> None:
@@ -88,20 +122,49 @@ def _wait_all(futures: list[Any]) -> None:
         future.result(timeout=0)
 
 
-def child_smtplib(port: int, count: int, connections: int) -> int:
+def _shares(count: int, connections: int) -> list[int]:
+    return [count // connections + (i < count % connections) for i in range(connections)]
+
+
+def child_smtplib(port: int, count: int, connections: int, tls: int = 0) -> int:
     import smtplib  # here, not at the top: the rawsmtp children measure rawsmtp's imports only
 
     def worker(share: int) -> None:
         with smtplib.SMTP("127.0.0.1", port, timeout=600) as client:
+            if tls:
+                client.starttls(context=_tls_context())
             for _ in range(share):
                 client.sendmail(SENDER, RECIPIENTS, MESSAGE_1K)
 
-    shares = [count // connections + (i < count % connections) for i in range(connections)]
-    threads = [threading.Thread(target=worker, args=(share,)) for share in shares]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in _shares(count, connections)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return count
+
+
+def child_aiosmtplib(port: int, count: int, connections: int, tls: int = 0) -> int:
+    import asyncio
+
+    import aiosmtplib  # the bench extra: never a dependency of rawsmtp
+
+    async def worker(share: int) -> None:
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1",
+            port=port,
+            start_tls=bool(tls),
+            tls_context=_tls_context() if tls else None,
+            timeout=600,
+        )
+        async with client:
+            for _ in range(share):
+                await client.sendmail(SENDER, RECIPIENTS, MESSAGE_1K)
+
+    async def main() -> None:
+        await asyncio.gather(*(worker(n) for n in _shares(count, connections)))
+
+    asyncio.run(main())
     return count
 
 
@@ -119,6 +182,24 @@ def child_stream(port: int, size_mb: int) -> int:
     return 1
 
 
+def child_queued_aio(port: int, count: int) -> int:
+    """As ``child_queued``, on the asyncio pool: ``send()`` returns a future, no task each."""
+    import asyncio
+
+    import rawsmtp.aio
+
+    async def main() -> None:
+        async with rawsmtp.aio.SMTPPool(
+            host="127.0.0.1", port=port, ignore_tls=True, max_connections=5
+        ) as pool:
+            futures = [pool.send(MESSAGE_1K) for _ in range(count)]
+            for future in futures:
+                await future
+
+    asyncio.run(main())
+    return count
+
+
 def child_queued(port: int, count: int) -> int:
     """Queue everything before the first connection is up: the memory cost of a queued message.
 
@@ -134,11 +215,17 @@ def child_queued(port: int, count: int) -> int:
     return count
 
 
-CHILDREN: dict[str, Callable[..., int]] = {
+CLIENTS: dict[str, Callable[..., int]] = {
     "rawsmtp": child_rawsmtp,
+    "rawsmtp.aio": child_aio,
     "smtplib": child_smtplib,
+    "aiosmtplib": child_aiosmtplib,
+}
+CHILDREN: dict[str, Callable[..., int]] = {
+    **CLIENTS,
     "stream": child_stream,
     "queued": child_queued,
+    "queued_aio": child_queued_aio,
 }
 
 
@@ -162,8 +249,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 10
+def _wait_port(port: int, within: float = 10) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -191,59 +278,110 @@ def smtp_sink() -> Iterator[int]:
         process.wait(10)
 
 
-@contextmanager
-def latency_proxy(target: int, delay: float) -> Iterator[int]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "latency_proxy.py"),
-            "--target",
-            f"127.0.0.1:{target}",
-            "--delay",
-            str(delay),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+SERVERS_JSON = Path("/tmp/rawsmtp-servers/servers.json")  # tests/servers/setup.sh writes it
+
+
+def _servers() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(SERVERS_JSON.read_text())
+    return data
+
+
+def postfix_port() -> int | None:
+    """The test Postfix's plain port (PIPELINING, CHUNKING, STARTTLS), when it runs."""
     try:
-        assert process.stdout is not None
-        port = int(process.stdout.readline())
-        _wait_port(port)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
+        port = int(_servers()["ports"]["postfix"])
+        _wait_port(port, within=1)
+    except (OSError, KeyError, ValueError, RuntimeError):
+        return None
+    return port
+
+
+@dataclass
+class Relay:
+    """A running latency relay: its port, RTT, and its round-trip count so far."""
+
+    port: int
+    rtt: float
+    stats: Path
+
+    def turns(self) -> int:
+        return int(self.stats.read_text() or 0)
+
+
+@contextmanager
+def latency_proxy(target: int, rtt: float) -> Iterator[Relay]:
+    with tempfile.TemporaryDirectory() as folder:
+        stats = Path(folder) / "turns"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "latency_proxy.py"),
+                "--target",
+                f"127.0.0.1:{target}",
+                "--delay",
+                str(rtt / 2),
+                "--stats",
+                str(stats),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            port = int(process.stdout.readline())
+            _wait_port(port)
+            yield Relay(port, rtt, stats)
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 # -- the workloads ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Workload:
+    label: str
+    count: int
+    tls: bool = False
+    connections: int = 5
+
+
 def compare(
-    label: str, port: int, count: int, connections: int, rounds: int
+    work: Workload, port: int, rounds: int, relay: Relay | None = None
 ) -> list[dict[str, Any]]:
-    """Alternate rawsmtp and smtplib ``rounds`` times; report medians (the machine is noisy:
-    smtplib's own rate varies by a third between runs here), with each ratio's range."""
-    runs = [
-        (
-            run_child("rawsmtp", port, count, connections),
-            run_child("smtplib", port, count, connections),
-        )
-        for _ in range(rounds)
-    ]
-    speed = [ours["msg_per_s"] / theirs["msg_per_s"] for ours, theirs in runs]
-    cpu = [ours["cpu_s_per_msg"] / theirs["cpu_s_per_msg"] for ours, theirs in runs]
-    return [
-        {
-            "workload": label,
-            "rounds": rounds,
-            "rawsmtp": _medians([ours for ours, _ in runs]),
-            "smtplib": _medians([theirs for _, theirs in runs]),
+    """Run every client ``rounds`` times, alternating; report medians (the machine is noisy:
+    smtplib's own rate varies by a third between runs here), with each ratio's range. Through
+    a relay, also round trips per message and messages per RTT per connection."""
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in CLIENTS}
+    for _ in range(rounds):
+        for name in CLIENTS:
+            before = relay.turns() if relay else 0
+            result = run_child(name, port, work.count, work.connections, int(work.tls))
+            if relay is not None:
+                result["round_trips_per_msg"] = (relay.turns() - before) / work.count
+                result["msgs_per_rtt_per_conn"] = result["msg_per_s"] * relay.rtt / work.connections
+            runs[name].append(result)
+    row: dict[str, Any] = {"workload": work.label, "rounds": rounds, "rtt": relay and relay.rtt}
+    baseline = runs["smtplib"]
+    for name, results in runs.items():
+        row[name] = _medians(results)
+        if name == "smtplib":
+            continue
+        speed = [
+            ours["msg_per_s"] / theirs["msg_per_s"]
+            for ours, theirs in zip(results, baseline, strict=True)
+        ]
+        cpu = [
+            ours["cpu_s_per_msg"] / theirs["cpu_s_per_msg"]
+            for ours, theirs in zip(results, baseline, strict=True)
+        ]
+        row[name] |= {
             "ratio_msg_per_s": statistics.median(speed),
             "ratio_msg_per_s_range": [min(speed), max(speed)],
             "ratio_cpu_per_msg": statistics.median(cpu),
-            "ratio_cpu_per_msg_range": [min(cpu), max(cpu)],
         }
-    ]
+    return [row]
 
 
 def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -275,6 +413,12 @@ def main() -> None:
         type=int,
         help="runs of each comparison, alternating (default 5; 1 with --quick)",
     )
+    parser.add_argument(
+        "--no-callgrind",
+        dest="callgrind",
+        action="store_false",
+        help="skip the callgrind instruction counts (never run with --quick)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -283,67 +427,125 @@ def main() -> None:
         name, *numbers = args.child
         print(json.dumps(_measure(lambda: CHILDREN[name](*map(int, numbers)))))
         return
-    bulk, slow, queued, big = (300, 100, 1000, 5) if args.quick else (20_000, 1_000, 20_000, 100)
-    rounds = args.rounds or (1 if args.quick else 5)
-    rows: list[dict[str, Any]] = []
-    with smtp_sink() as port:
-        rows += compare(f"{bulk} x 1 KB, 5 connections, loopback", port, bulk, 5, rounds)
-        with latency_proxy(port, 0.005) as slow_port:
-            rows += compare(f"{slow} x 1 KB, 5 connections, 10 ms RTT", slow_port, slow, 5, rounds)
-        rows.append(
-            {
-                "workload": f"{queued} x 1 KB queued at once",
-                "rawsmtp": run_child("queued", port, queued),
-            }
-        )
-        rows.append(
-            {
-                "workload": f"{big} MB message streamed from a file",
-                "rawsmtp": run_child("stream", port, big),
-            }
-        )
-    rows.append(encoder_workload(10))
+    rows = run_all(quick=args.quick, rounds=args.rounds or (1 if args.quick else 5))
+    if args.callgrind and not args.quick:
+        rows.append(callgrind_row())
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     print_table(rows)
     for row in rows:
         print(json.dumps(row))
 
 
+def run_all(*, quick: bool, rounds: int) -> list[dict[str, Any]]:
+    n = 0.05 if quick else 1.0  # --quick: a twentieth of every count
+
+    def count(full: int) -> int:
+        return max(50, int(full * n))
+
+    rows: list[dict[str, Any]] = []
+    with smtp_sink() as sink:
+        rows += compare(Workload("smtp-sink, loopback", count(20_000)), sink, rounds)
+        with latency_proxy(sink, 0.010) as relay:
+            rows += compare(
+                Workload("smtp-sink, 10 ms RTT", count(1_000)), relay.port, rounds, relay
+            )
+        queued = 5_000 if quick else 100_000
+        for child, driver in (("queued", "rawsmtp"), ("queued_aio", "rawsmtp.aio")):
+            rows.append(
+                {
+                    "workload": f"{queued:,} x 1 KB queued at once ({driver})",
+                    "rawsmtp": run_child(child, sink, queued),
+                }
+            )
+        big = 5 if quick else 100
+        rows.append(
+            {
+                "workload": f"{big} MB message streamed from a file",
+                "rawsmtp": run_child("stream", sink, big),
+            }
+        )
+    if (postfix := postfix_port()) is not None:
+        starttls = Workload("Postfix STARTTLS, loopback", count(2_000), tls=True)
+        rows += compare(starttls, postfix, rounds)
+        for rtt, full in ((0.010, 1_000), (0.050, 400)):
+            with latency_proxy(postfix, rtt) as relay:
+                label = f"Postfix CHUNKING, {rtt * 1000:.0f} ms RTT"
+                rows += compare(Workload(label, count(full)), relay.port, rounds, relay)
+        with latency_proxy(postfix, 0.050) as relay:
+            work = Workload("Postfix STARTTLS, 50 ms RTT", count(400), tls=True)
+            rows += compare(work, relay.port, rounds, relay)
+    else:
+        print(f"Postfix not found ({SERVERS_JSON}): its rows are left out", file=sys.stderr)
+    rows.append(encoder_workload(10))
+    return rows
+
+
+def callgrind_row() -> dict[str, Any]:
+    """Instructions per message under callgrind (bench/instructions.py), when valgrind is here."""
+    import instructions
+
+    if shutil.which("valgrind") is None:
+        return {"workload": "callgrind: valgrind not found"}
+    with smtp_sink() as sink:
+        counts = {kind: instructions.per_message(kind, sink) for kind in instructions.WORKLOADS}
+    return {"workload": "instructions per message (callgrind, smtp-sink)", "instructions": counts}
+
+
 def _span(bounds: list[float], spec: str) -> str:
     low, high = bounds
-    return f"({low:{spec}}-{high:{spec}})" if low != high else ""
+    return f" ({low:{spec}}-{high:{spec}})" if low != high else ""
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    """A Markdown table: one line per workload and client."""
     rounds = max((row.get("rounds", 1) for row in rows), default=1)
-    if rounds > 1:
-        print(f"Comparisons: medians of {rounds} alternating rounds, ratio ranges in brackets.")
-    print(f"{'workload':45} {'rawsmtp':>22} {'smtplib x5 threads':>22} {'ratio':>8}")
+    print(
+        f"Comparisons: medians of {rounds} alternating round(s), 5 connections each, ratio ranges in brackets."
+    )
+    print(
+        "| workload | client | msg/s | vs smtplib | CPU/msg | vs smtplib | RTs/msg | msgs/RTT/conn |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         if "smtplib" in row:
-            ours, theirs = row["rawsmtp"], row["smtplib"]
-            print(
-                f"{row['workload']:45} {ours['msg_per_s']:15.0f} msg/s {theirs['msg_per_s']:15.0f} msg/s"
-                f" {row['ratio_msg_per_s']:7.1f}x {_span(row['ratio_msg_per_s_range'], '.1f')}"
-            )
-            print(
-                f"{'  CPU per message':45} {ours['cpu_s_per_msg'] * 1e6:16.0f} us "
-                f"{theirs['cpu_s_per_msg'] * 1e6:17.0f} us {row['ratio_cpu_per_msg']:7.2f}x"
-                f" {_span(row['ratio_cpu_per_msg_range'], '.2f')}"
-            )
-            print(
-                f"{'  peak RSS':45} {ours['peak_rss_mb']:19.1f} MB {theirs['peak_rss_mb']:19.1f} MB"
-            )
+            for name in CLIENTS:
+                r = row[name]
+                ratio = (
+                    f"{r['ratio_msg_per_s']:.2f}x{_span(r['ratio_msg_per_s_range'], '.2f')}"
+                    if "ratio_msg_per_s" in r
+                    else ""
+                )
+                cpu = f"{r['ratio_cpu_per_msg']:.2f}x" if "ratio_cpu_per_msg" in r else ""
+                trips = f"{r['round_trips_per_msg']:.2f}" if "round_trips_per_msg" in r else ""
+                share = f"{r['msgs_per_rtt_per_conn']:.2f}" if "msgs_per_rtt_per_conn" in r else ""
+                print(
+                    f"| {row['workload']} | {name} | {r['msg_per_s']:,.0f} | {ratio} | "
+                    f"{r['cpu_s_per_msg'] * 1e6:.0f} µs | {cpu} | {trips} | {share} |"
+                )
+        elif "instructions" in row:
+            counts = row["instructions"]
+            for kind, value in counts.items():
+                print(
+                    f"| {row['workload']} | {kind} | | | {value:,} instr | "
+                    f"{value / counts['smtplib']:.2f}x | | |"
+                )
         elif "rawsmtp" in row:
             ours = row["rawsmtp"]
             print(
-                f"{row['workload']:45} peak RSS {ours['peak_rss_mb']:.1f} MB,"
-                f" growth {ours['rss_growth_mb']:.1f} MB, {ours['seconds']:.2f} s"
+                f"| {row['workload']} | | | | peak RSS {ours['peak_rss_mb']:.1f} MB | "
+                f"growth {ours['rss_growth_mb']:.1f} MB | | |"
+            )
+        elif "ratio" in row:
+            print(
+                f"| {row['workload']} | rawsmtp vs smtplib | {row['rawsmtp_mb_per_s']:,.0f} MB/s | "
+                f"{row['ratio']:.1f}x | | | | |"
             )
         else:
-            print(
-                f"{row['workload']:45} {row['rawsmtp_mb_per_s']:16.0f} MB/s {row['smtplib_mb_per_s']:16.0f} MB/s"
-                f" {row['ratio']:7.1f}x"
-            )
+            print(f"| {row['workload']} | | | | | | | |")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ class Options:
     proxy: str | None = None
     pool: bool = True  # accepted for Nodemailer compatibility; a pool is what this is
     dkim: Callable[[Any], Any] | None = None  # a rawsmtp.dkim.Signatures
+    keepalive: bool | float = True  # TCP keepalive: True (30 s idle), False, or idle seconds
+    proxy_tls: ssl.SSLContext | dict[str, Any] | None = None  # an https:// proxy's, as ``tls``
 
 
 Check = Callable[[str, Any], Any]
@@ -160,6 +162,14 @@ def _proxy(option: str, value: Any) -> str:
     return str(value)
 
 
+def _keepalive(option: str, value: Any) -> bool | float:
+    return value if isinstance(value, bool) else _SECONDS(option, value)
+
+
+def _keepalive_text(text: str) -> bool | float:
+    return _flag_text(text) if text.lower() in ("true", "false") else float(text)
+
+
 def _dkim(option: str, value: Any) -> Any:
     from ..dkim import signatures  # only when asked for: it loads hashlib and secrets
 
@@ -232,6 +242,8 @@ _SPECS: dict[str, _Spec] = {
     "proxy": _Spec(_proxy, nullable=True, text=str),
     "pool": _FLAG,
     "dkim": _Spec(_dkim, nullable=True),
+    "keepalive": _Spec(_keepalive, text=_keepalive_text),
+    "proxy_tls": _Spec(_tls, "proxyTLS", nullable=True),
 }
 assert set(_SPECS) == {f.name for f in fields(Options)}, "every option has exactly one row"
 

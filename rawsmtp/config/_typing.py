@@ -92,6 +92,9 @@ class PoolOptions(TypedDict, total=False):
     service: str | None
     lmtp: bool
     proxy: str | None
+    proxy_tls: ssl.SSLContext | dict[str, Any] | None
+    proxyTLS: ssl.SSLContext | dict[str, Any] | None
+    keepalive: bool | float
     pool: bool
     # a rawsmtp.dkim.DKIMSigner, a dict of its arguments, or a list of them
     dkim: Any

@@ -53,24 +53,30 @@ class SMTPPool(EngineFacade):
 
     # -- public API -----------------------------------------------------------------------------
 
-    async def send(self, message: MessageInput, envelope: EnvelopeInput = None) -> SendResult:
-        """Send one message; returns its :class:`~rawsmtp.SendResult` or raises an SMTPError.
+    def send(self, message: MessageInput, envelope: EnvelopeInput = None) -> SendWaiter:
+        """Queue one message; await the result for its :class:`~rawsmtp.SendResult` (or the
+        SMTPError it failed with). Call it on the pool's loop.
 
-        Input that can never be sent raises a ``ValueError`` subclass at once. With
-        ``max_queue`` set and the queue full, raises :class:`~rawsmtp.SMTPQueueFullError`.
-        Cancelling the call withdraws a message that has not started.
+        The result is an ``asyncio.Future``, not a coroutine: ``await`` it, or gather many
+        without a task each. Input that can never be sent raises a ``ValueError`` subclass
+        here. With ``max_queue`` set and the queue full, raises
+        :class:`~rawsmtp.SMTPQueueFullError`. Cancelling the future withdraws a message that
+        has not started.
         """
-        if not self._engine.closed:
+        engine = self._engine
+        if not engine.closed:
             self._check_loop()
-        submission = self._engine.submit(message, envelope, block=False, timeout=0, on_loop=True)
-        if not isinstance(submission, Submission):
-            return await asyncio.wrap_future(submission)
-        self._call(lambda now: self._engine.enqueue(submission))
-        try:
-            return await asyncio.wrap_future(submission.future)
-        except asyncio.CancelledError:
-            submission.future.cancel()  # withdraws the message when it has not started
-            raise
+        submission = engine.submit(message, envelope, block=False, timeout=0, on_loop=True)
+        if not isinstance(submission, Submission):  # the pool is closed: failed already
+            waiter = SendWaiter(submission)
+            waiter(submission)
+            return waiter
+        waiter = SendWaiter(submission.future)
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        submission.future.add_done_callback(waiter)
+        self._guarded(lambda now: engine.enqueue(submission))
+        return waiter
 
     async def verify(self) -> bool:
         """Connect, greet, STARTTLS and authenticate as configured, then QUIT (see the sync pool)."""
@@ -164,26 +170,42 @@ class SMTPPool(EngineFacade):
             )
 
     def _call(self, action: Callable[[float], None]) -> None:
-        """Run ``action(now)`` now, on the running loop, then bring sockets and timers up to date."""
+        """Run ``action(now)`` now, on the running loop; sockets and timers follow (_sync)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         self._guarded(action)
 
     def _guarded(self, action: Callable[[float], None]) -> None:
+        """Run ``action(now)``, then have the loop sync once before it next waits.
+
+        Everything that happens in one loop iteration (every socket event, every send()) is
+        decided and flushed by one _sync: the writes of all connections go out back to back,
+        and the scheduler, the watches and the timer are brought up to date once, not per event.
+        """
         try:
             action(time.monotonic())
-            self._sync()
         except Exception:  # pragma: no cover - a bug; fail everything rather than hang
-            self._engine.log.exception("rawsmtp asyncio pool crashed")
-            error = SMTPConnectionError("the pool's event loop crashed")
-            self._engine.fail_everything(error, time.monotonic())
-            self._finished.set()
+            self._crashed()
             raise
-
-    def _schedule_sync(self) -> None:
         if not self._sync_scheduled and self._loop is not None:
             self._sync_scheduled = True
-            self._loop.call_soon(self._guarded, lambda now: None)
+            self._loop.call_soon(self._sync_guarded)
+
+    def _schedule_sync(self) -> None:
+        self._guarded(_nothing)
+
+    def _sync_guarded(self) -> None:
+        try:
+            self._sync()
+        except Exception:  # pragma: no cover - a bug; fail everything rather than hang
+            self._crashed()
+            raise
+
+    def _crashed(self) -> None:
+        self._engine.log.exception("rawsmtp asyncio pool crashed")
+        error = SMTPConnectionError("the pool's event loop crashed")
+        self._engine.fail_everything(error, time.monotonic())
+        self._finished.set()
 
     def _sync(self) -> None:
         """Decide, then make the loop watch what each connection needs and the next deadline."""
@@ -217,14 +239,8 @@ class SMTPPool(EngineFacade):
         self._watched[transport] = (fd, writing)
 
     def _on_event(self, transport: Transport, writable: bool) -> None:
-        def act(now: float) -> None:
-            if transport in self._watched:
-                if writable:
-                    transport.on_writable(now)
-                else:
-                    transport.on_readable(now)
-
-        self._guarded(act)
+        if transport in self._watched:
+            self._guarded(transport.on_writable if writable else transport.on_readable)
 
     def _set_timer(self, deadline: float | None, now: float) -> None:
         if deadline == self._timer_at:
@@ -242,3 +258,40 @@ class SMTPPool(EngineFacade):
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, None
         self._guarded(self._engine.fire_timers)
+
+
+def _nothing(now: float) -> None:
+    pass
+
+
+class SendWaiter(asyncio.Future[SendResult]):
+    """What ``send()`` returns: an asyncio future on the pool's loop, settled by the message's
+    own future (it is that future's done callback) without waking the loop through its
+    self-pipe, as ``asyncio.wrap_future`` does, when settled on the loop (always, but for a
+    pool closed from another thread). Cancelling it withdraws a message not yet started."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: Future[SendResult]) -> None:
+        super().__init__()
+        self._source = source
+
+    def __call__(self, source: Future[SendResult]) -> None:
+        """The message's future is settled: settle this one as it (on this future's loop)."""
+        loop = self.get_loop()
+        if asyncio._get_running_loop() is not loop:
+            loop.call_soon_threadsafe(self, source)
+        elif self.done():  # cancelled by the caller meanwhile
+            pass
+        elif source.cancelled():
+            super().cancel()
+        elif (error := source.exception()) is not None:
+            self.set_exception(error)
+        else:
+            self.set_result(source.result())
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self._source.cancel()  # withdraws the message when it has not started
+        return True

@@ -59,7 +59,7 @@ class TLSLayer:
             raise tls_error(error) from error
         return b"".join(chunks)
 
-    def send(self, plaintext: bytes) -> None:
+    def send(self, plaintext: bytes | bytearray) -> None:
         if plaintext:
             self.object.write(plaintext)
 

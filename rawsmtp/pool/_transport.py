@@ -39,6 +39,7 @@ __all__ = [
     "TransportUser",
     "WriteBatch",
     "ehlo_name",
+    "tune_socket",
 ]
 
 # Below glibc's mmap threshold (128 KiB): a bigger recv() buffer is mapped, shrunk and unmapped
@@ -70,6 +71,9 @@ class TransportSettings:
     local_address: str | None
     connection_timeout: float
     socket_timeout: float
+    keepalive: float | None = 30.0  # idle seconds before TCP keepalive probes; None: off
+    proxy_ssl_context: ssl.SSLContext | None = None  # an https:// proxy: TLS to the proxy
+    proxy_hostname: str | None = None  # the name its certificate is checked against
 
 
 class IOServices(Protocol):
@@ -171,12 +175,14 @@ class Transport:
         self.settings = settings
         self.sock: socket.socket | None = None
         self.streaming = False  # the session has a body still to send (see _write_deadline)
-        self._tls: TLSLayer | None = None
+        self._tls: TLSLayer | None = None  # SMTP's TLS (implicit or STARTTLS)
+        self._proxy_tls: TLSLayer | None = None  # an https:// proxy's, under SMTP's own
         self._ssl_socket = False  # get_socket returned an already-secured SSLSocket
         self._addresses: list[tuple[Any, ...]] = []
         self._proxy: ProxyHandshake | None = None  # until the proxy's tunnel is open
         self._local_hostname: str | None = None
-        self._sendbuf = bytearray()
+        self._sendbuf = bytearray()  # bytes for the socket, ciphertext under TLS
+        self._plain = bytearray()  # plaintext waiting for the TLS layer (see flush)
         self._setup_deadline: float | None = None  # set when the connect starts
         self._last_progress = now
         self._connecting = False
@@ -212,6 +218,7 @@ class Transport:
         self._local_hostname = plan.local_hostname
         if plan.sock is not None:
             plan.sock.setblocking(False)
+            tune_socket(plan.sock, self.settings.keepalive)
             self.sock = plan.sock
             self._ssl_socket = plan.secured and _is_ssl_socket(plan.sock)
             self.services.watch(self)
@@ -256,11 +263,30 @@ class Transport:
             self._drop_socket()
             self._connect_next(OSError(code, errno.errorcode.get(code, str(code))), now)
             return
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._proxy is not None:
-            self._sendbuf += self._proxy.data_to_send()
+        tune_socket(self.sock, self.settings.keepalive)
+        if self._proxy is None:
+            self._connected(now, secured=False)
+        elif self.settings.proxy_ssl_context is not None:
+            from ._tls_layer import TLSLayer
+
+            context, name = self.settings.proxy_ssl_context, self.settings.proxy_hostname
+            self._proxy_tls = TLSLayer(context, name)
+            self._advance_proxy_tls(now)
+        else:
+            self._to_wire(self._proxy.data_to_send())
+
+    def _advance_proxy_tls(self, now: float) -> None:
+        """The TLS handshake with an https:// proxy; once done, the CONNECT request follows."""
+        layer, proxy = self._proxy_tls, self._proxy
+        assert layer is not None and proxy is not None
+        try:
+            done = layer.handshake()
+        except SMTPError as error:
+            self._fail(SMTPProxyError(f"TLS to the proxy failed: {error}"), now)
             return
-        self._connected(now, secured=False)
+        self._sendbuf += layer.take_outgoing()
+        if done:
+            self._to_wire(proxy.data_to_send())
 
     def _on_proxy_bytes(self, data: bytes, now: float) -> None:
         proxy = self._proxy
@@ -270,7 +296,7 @@ class Transport:
         except SMTPError as error:
             self._fail(error, now)
             return
-        self._sendbuf += proxy.data_to_send()
+        self._to_wire(proxy.data_to_send())
         if proxy.done:
             # The tunnel is open; what came with the proxy's reply is the server's first bytes.
             self._proxy = None
@@ -292,6 +318,7 @@ class Transport:
 
     def start_tls(self, now: float) -> None:
         """Begin the STARTTLS handshake (reported with ``tls_established``)."""
+        self._seal()  # what was written before STARTTLS is not for the new layer
         self._tls = self._new_tls_layer()
         self._setup_deadline = now + self.settings.connection_timeout
         self._advance_tls(now)
@@ -299,7 +326,7 @@ class Transport:
     def _advance_tls(self, now: float) -> None:
         assert self._tls is not None
         done = self._tls.handshake()
-        self._sendbuf += self._tls.take_outgoing()
+        self._to_wire(self._tls.take_outgoing())
         if not done:
             return
         if self._open:
@@ -335,7 +362,7 @@ class Transport:
 
     def wants_write(self) -> bool:
         # A body still being streamed needs a wake-up even when the buffer has just drained.
-        return self._connecting or bool(self._sendbuf) or self.streaming
+        return self._connecting or bool(self._sendbuf or self._plain) or self.streaming
 
     def deadline(self) -> float | None:
         if self._setup_deadline is not None:
@@ -346,7 +373,7 @@ class Transport:
         # Also while a body is being streamed with the buffer empty: the last write may have
         # filled the socket exactly, and a server that stops reading then never makes it
         # writable again.
-        if self._sendbuf or self.streaming:
+        if self._sendbuf or self._plain or self.streaming:
             return self._last_progress + self.settings.socket_timeout
         return None
 
@@ -385,10 +412,28 @@ class Transport:
             self._on_socket_error(error, now)
             return
         self._last_progress = now
+        if self._proxy_tls is not None and data:
+            data = self._from_proxy_tls(data, now)
+            if not data:
+                return
         if self._proxy is not None:
             self._on_proxy_bytes(data, now)
         else:
             self._on_bytes(data, now)
+
+    def _from_proxy_tls(self, data: bytes, now: float) -> bytes:
+        """Ciphertext from an https:// proxy in, its plaintext out (b"" while there is none)."""
+        layer = self._proxy_tls
+        assert layer is not None
+        try:
+            if layer.handshake_done:
+                return layer.receive(data)
+            layer.receive(data)
+        except SMTPError as error:
+            self._fail(SMTPProxyError(f"TLS to the proxy failed: {error}"), now)
+            return b""
+        self._advance_proxy_tls(now)
+        return b""
 
     def _on_bytes(self, data: bytes, now: float) -> None:
         """Received bytes (b"": end of stream), through TLS when it is active."""
@@ -414,20 +459,28 @@ class Transport:
     # -- output ---------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue ``data`` for the server; the driver flushes it with the next batch."""
-        if self._tls is not None and not self._ssl_socket:
-            self._tls.send(data)
-            self._sendbuf += self._tls.take_outgoing()
+        """Queue ``data`` for the server; the driver flushes it with the next batch.
+
+        Under TLS the plaintext is only encrypted at the flush, all of it at once: a pipelined
+        group (MAIL, RCPT, BDAT and its chunk) then travels in one TLS record (up to 16 KiB
+        each) rather than one per write. A server reads a record at a time and answers when
+        none is left; with two records Postfix answered MAIL+RCPT at once and its BDAT reply
+        then waited for our delayed ACK (about 40 ms per message).
+        """
+        if self._tls is not None or self._proxy_tls is not None:
+            self._plain += data
         else:
             self._sendbuf += data
         if self.sock is not None:
             self.services.flush_soon(self)
 
     def buffered(self) -> int:
-        return len(self._sendbuf)
+        return len(self._sendbuf) + len(self._plain)
 
     def flush(self, now: float) -> None:
         """Write what the socket takes of the output now."""
+        if self._plain:
+            self._seal()
         if not self._sendbuf or self.sock is None:
             return
         try:
@@ -439,11 +492,28 @@ class Transport:
             del self._sendbuf[:sent]
             self._last_progress = now
 
+    def _seal(self) -> None:
+        """Encrypt the plaintext waiting, in one go (see :meth:`write`), through every layer."""
+        if self._tls is not None:
+            self._tls.send(self._plain)
+            self._plain.clear()
+            self._to_wire(self._tls.take_outgoing())
+        elif self._plain:
+            self._to_wire(self._plain)
+            self._plain.clear()
+
+    def _to_wire(self, data: bytes | bytearray) -> None:
+        """Bytes for the socket: through the https:// proxy's TLS when there is one."""
+        if self._proxy_tls is not None:
+            self._proxy_tls.send(data)
+            data = self._proxy_tls.take_outgoing()
+        self._sendbuf += data
+
     def _on_socket_error(self, error: OSError, now: float) -> None:
         """A recv() or send() failed; "not now" (the socket would block) is no failure."""
         if isinstance(error, BlockingIOError):
             return
-        if self._ssl_socket:  # a secured socket from get_socket raises ssl's own errors
+        if _is_ssl_socket(self.sock):  # an SSLSocket from get_socket raises ssl's own errors
             import ssl
 
             from ._tls_layer import tls_error
@@ -466,6 +536,7 @@ class Transport:
         self._closed = True
         self.streaming = False
         self._sendbuf.clear()
+        self._plain.clear()
         self._drop_socket()
 
     def _drop_socket(self) -> None:
@@ -481,6 +552,35 @@ class Transport:
             sock.close()
 
 
-def _is_ssl_socket(sock: socket.socket) -> bool:
+# TCP keepalive probes after ``keepalive`` idle seconds, then every 10 s; the connection is dead
+# after 3 unanswered: a pooled connection idles for minutes, and a NAT or firewall on the way
+# may forget it silently. Each option where the platform has it (macOS names the idle time
+# TCP_KEEPALIVE).
+_KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT = 10, 3
+
+
+def tune_socket(sock: socket.socket, keepalive: float | None) -> None:
+    """TCP_NODELAY (a pipelined group is never held back waiting for an ACK) and keepalive, on
+    TCP sockets; others (a Unix-domain socket from get_socket) are left as they are."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if keepalive is None:
+            return
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+        for option, value in (
+            (idle, max(1, round(keepalive))),
+            (getattr(socket, "TCP_KEEPINTVL", None), _KEEPALIVE_INTERVAL),
+            (getattr(socket, "TCP_KEEPCNT", None), _KEEPALIVE_COUNT),
+        ):
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:  # a socket the platform will not tune still works
+        pass
+
+
+def _is_ssl_socket(sock: socket.socket | None) -> bool:
     ssl = sys.modules.get("ssl")  # an SSLSocket cannot exist before ssl is imported
     return ssl is not None and isinstance(sock, ssl.SSLSocket)

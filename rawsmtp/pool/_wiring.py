@@ -54,11 +54,30 @@ def session_settings(options: Options) -> SessionSettings:
         connection_timeout=options.connection_timeout,
         greeting_timeout=options.greeting_timeout,
         socket_timeout=options.socket_timeout,
+        keepalive=_keepalive_idle(options.keepalive),
+        **_proxy_tls(options),
         debug=bool(options.debug),
         logger=logger,
         authenticator=_authenticator(options),
         renewable=_renewable(options),
     )
+
+
+def _keepalive_idle(keepalive: bool | float) -> float | None:
+    if keepalive is True:
+        return 30.0
+    return float(keepalive) if keepalive else None
+
+
+def _proxy_tls(options: Options) -> dict[str, Any]:
+    """An https:// proxy's TLS settings (verified like ``tls``, against the proxy's name)."""
+    if options.proxy is None or not parse_proxy_url(options.proxy).tls:
+        return {}
+    return {
+        "proxy_ssl_context": build_ssl_context(options.proxy_tls),
+        "proxy_hostname": server_name_override(options.proxy_tls)
+        or parse_proxy_url(options.proxy).host,
+    }
 
 
 def _logger(options: Options) -> logging.Logger:

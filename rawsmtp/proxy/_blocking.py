@@ -11,10 +11,14 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .._errors import SMTPConnectionError, SMTPError, SMTPProxyError, SMTPTimeoutError
 from ._handshake import start_handshake
 from ._url import ProxyURL, parse_proxy_url
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["connect_via_proxy", "proxy_get_socket", "resolve_ipv4"]
 
@@ -26,10 +30,14 @@ def connect_via_proxy(
     *,
     timeout: float = 30.0,
     source_address: tuple[str, int] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> socket.socket:
     """Connect to ``proxy``, open a tunnel to ``host:port`` and return the connected socket.
 
-    ``timeout`` (seconds) bounds the connection to the proxy and the whole handshake, and stays
+    For ``https://`` the connection to the proxy is TLS, made with ``tls`` (default: a
+    verifying context of the system's CAs) and checked against the proxy's name; the socket
+    returned is then an ``ssl.SSLSocket`` whose tunnel is plaintext to the target, so give it
+    to the pool as a plain socket (SMTP's own TLS runs inside it). ``timeout`` (seconds) bounds the connection to the proxy and the whole handshake, and stays
     set on the returned socket (as with :func:`socket.create_connection`). For ``socks4://`` a
     target name is resolved here, to IPv4. Raises :class:`~rawsmtp.SMTPProxyError` when the
     proxy cannot be reached, refuses or fails, :class:`~rawsmtp.SMTPTimeoutError`
@@ -49,6 +57,8 @@ def connect_via_proxy(
     except OSError as error:
         raise SMTPProxyError(f"cannot connect to proxy {url}: {error}") from error
     try:
+        if url.tls:
+            sock = _secure(sock, url, tls)
         while True:
             if data := handshake.data_to_send():
                 sock.settimeout(_remaining(deadline, url))
@@ -60,7 +70,7 @@ def connect_via_proxy(
     except SMTPError:  # the handshake's own verdict (an SMTPProxyError is also an OSError)
         sock.close()
         raise
-    except TimeoutError as error:
+    except TimeoutError as error:  # also ssl's handshake timeout (socket.timeout)
         sock.close()
         raise SMTPTimeoutError(f"handshake with proxy {url} timed out", phase="proxy") from error
     except OSError as error:
@@ -81,17 +91,32 @@ def proxy_get_socket(
     *,
     timeout: float = 30.0,
     source_address: tuple[str, int] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Callable[[str, int], socket.socket]:
-    """A ``get_socket`` hook for :class:`~rawsmtp.SMTPPool` that connects through ``proxy``.
+    """A ``get_socket`` hook for :class:`~rawsmtp.SMTPPool` that connects through ``proxy``
+    (``tls``: for an ``https://`` proxy, see :func:`connect_via_proxy`).
 
     The URL is checked now, so a bad one fails at once rather than on the first connection.
     """
     url = proxy if isinstance(proxy, ProxyURL) else parse_proxy_url(proxy)
 
     def get_socket(host: str, port: int) -> socket.socket:
-        return connect_via_proxy(url, host, port, timeout=timeout, source_address=source_address)
+        return connect_via_proxy(
+            url, host, port, timeout=timeout, source_address=source_address, tls=tls
+        )
 
     return get_socket
+
+
+def _secure(sock: socket.socket, url: ProxyURL, tls: ssl.SSLContext | None) -> socket.socket:
+    """TLS to an https:// proxy (ssl is imported only for one)."""
+    import ssl
+
+    context = tls or ssl.create_default_context()
+    try:
+        return context.wrap_socket(sock, server_hostname=url.host)
+    except ssl.SSLError as error:  # a certificate failure included; timeouts are not SSLErrors
+        raise SMTPProxyError(f"TLS to proxy {url} failed: {error}") from error
 
 
 def _remaining(deadline: float, url: ProxyURL) -> float:

@@ -16,6 +16,7 @@ _HANDSHAKES: dict[str, type[Socks5Handshake | Socks4Handshake | HTTPConnectHands
     "socks4": Socks4Handshake,
     "socks4a": Socks4Handshake,
     "http": HTTPConnectHandshake,
+    "https": HTTPConnectHandshake,  # the same CONNECT, inside TLS to the proxy
 }
 
 

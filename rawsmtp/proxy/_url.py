@@ -17,12 +17,17 @@ Schemes and what each one sends to the proxy:
 ``socks4a://``
     SOCKS4a: names are sent to the proxy.
 ``http://``
-    An HTTP proxy reached over plain TCP, asked for a tunnel with ``CONNECT``. TLS to the proxy
-    itself (``https://``) is not supported; SMTP's own TLS still runs through the tunnel.
+    An HTTP proxy reached over plain TCP, asked for a tunnel with ``CONNECT``. SMTP's own TLS
+    runs through the tunnel.
+``https://``
+    The same CONNECT, over TLS to the proxy itself (verified against the proxy's name; the
+    pool's ``proxy_tls`` option sets it up as ``tls`` does SMTP's). SMTP's TLS then runs inside
+    the proxy's: TLS in TLS.
 
 ``user:password@`` is percent-decoded (``%40`` for ``@``, ``%3A`` for ``:``). SOCKS5 uses it for
 RFC 1929 username/password authentication, SOCKS4 sends the user as its user id (SOCKS4 has no
-passwords), HTTP sends ``Proxy-Authorization: Basic``. Default ports: 1080 for SOCKS, 8080 for HTTP.
+passwords), HTTP sends ``Proxy-Authorization: Basic``. Default ports: 1080 for SOCKS, 8080 for HTTP,
+443 for HTTPS.
 """
 
 from __future__ import annotations
@@ -34,13 +39,15 @@ from .._errors import SMTPConfigError
 
 __all__ = ["DEFAULT_PORTS", "SCHEMES", "ProxyURL", "parse_proxy_url"]
 
-DEFAULT_PORTS = {"socks5": 1080, "socks5h": 1080, "socks4": 1080, "socks4a": 1080, "http": 8080}
+DEFAULT_PORTS = {
+    "socks5": 1080,
+    "socks5h": 1080,
+    "socks4": 1080,
+    "socks4a": 1080,
+    "http": 8080,
+    "https": 443,
+}
 SCHEMES = tuple(DEFAULT_PORTS)
-
-_HTTPS_REFUSAL = (
-    "https:// proxies (TLS to the proxy itself) are not supported; use http:// for an HTTP "
-    "CONNECT proxy (SMTP's own TLS still runs through the tunnel)"
-)
 
 
 def _fail(message: str) -> SMTPConfigError:
@@ -61,8 +68,6 @@ class ProxyURL:
     password: str | None = None
 
     def __post_init__(self) -> None:
-        if self.scheme == "https":
-            raise _fail(_HTTPS_REFUSAL)
         if self.scheme not in SCHEMES:
             schemes = ", ".join(f"{s}://" for s in SCHEMES)
             raise _fail(f"unsupported proxy scheme {self.scheme!r}; use one of {schemes}")
@@ -82,6 +87,11 @@ class ProxyURL:
     def needs_local_resolution(self) -> bool:
         """True when the caller must resolve a target name to an IPv4 address (``socks4://``)."""
         return self.scheme == "socks4"
+
+    @property
+    def tls(self) -> bool:
+        """True when the connection to the proxy itself is TLS (``https://``)."""
+        return self.scheme == "https"
 
     @property
     def has_credentials(self) -> bool:
@@ -135,8 +145,6 @@ def parse_proxy_url(url: str) -> ProxyURL:
     except ValueError as error:
         raise _fail(f"invalid proxy URL {shown}: {error}") from error
     scheme = parts.scheme.lower()
-    if scheme == "https":
-        raise _fail(_HTTPS_REFUSAL)
     if scheme not in SCHEMES or not parts.netloc:
         schemes = ", ".join(f"{s}://" for s in SCHEMES)
         raise _fail(f"proxy must be a URL of the form {schemes}host[:port]; got {shown}")

@@ -297,6 +297,7 @@ def test_tls_option() -> None:
         "http://user:pw@proxy.example:3128",
         "SOCKS5://p:1080",
         "socks5://[::1]:1080",
+        "https://user:pw@proxy.example",
     ],
 )
 def test_proxy_accepted(proxy: str) -> None:
@@ -307,7 +308,6 @@ def test_proxy_accepted(proxy: str) -> None:
     "proxy",
     [
         "ftp://p",
-        "https://proxy.example",
         "p:1080",
         "socks5://",
         "socks5://p:99999",

@@ -36,14 +36,17 @@ class AsyncioPool:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def send(self, message: Any, envelope: Any = None) -> Future[rawsmtp.SendResult]:
+        async def send() -> rawsmtp.SendResult:
+            return await self._pool.send(message, envelope)
+
         if self._loop.is_closed():  # closed: the pool answers at once, on any loop
             future: Future[rawsmtp.SendResult] = Future()
             try:
-                future.set_result(asyncio.run(self._pool.send(message, envelope)))
+                future.set_result(asyncio.run(send()))
             except Exception as error:
                 future.set_exception(error)
             return future
-        return asyncio.run_coroutine_threadsafe(self._pool.send(message, envelope), self._loop)
+        return asyncio.run_coroutine_threadsafe(send(), self._loop)
 
     def __repr__(self) -> str:
         return repr(self._pool)

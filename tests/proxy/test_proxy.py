@@ -86,7 +86,6 @@ def test_parse_percent_decodes_credentials() -> None:
 @pytest.mark.parametrize(
     ("url", "words"),
     [
-        ("https://u:secret@h:443", "not supported"),
         ("ftp://u:secret@h", "proxy must be a URL"),
         ("h:1080", "proxy must be a URL"),
         ("socks5://", "proxy must be a URL"),
