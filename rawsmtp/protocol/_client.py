@@ -42,7 +42,15 @@ may let it: a transaction queued, a reply, the end of a body. It guarantees (RFC
   Transactions already written behind it answer for themselves: replies match in order.
 - A server that answers DATA with 354 after refusing every recipient gets an empty message,
   whose reply is ignored (RFC 2920 section 3.1).
-- QUIT goes out once the queue is empty and no writer is left, pipelined after them.
+- A body handed over in small pieces goes in BDAT chunks of at least ``bdat_chunk_size``.
+  Without pipelining each BDAT waits for the reply to the one before (``_held_chunks``); after
+  a refused chunk no further segment goes (RFC 3030 section 2): the rest of the body is taken
+  and dropped, and the transaction is reported once the driver ended it and no chunk's reply
+  is still due.
+- ``authenticate()`` may be called from the start: its AUTH goes once READY with nothing in
+  flight, and ``_auth_hold`` keeps every transaction queued until the server accepts it.
+- QUIT goes out once the queue is empty (or held by a failed AUTH) and no writer is left,
+  pipelined after them when the server pipelines, else after the last reply.
 
 At the end (``_close``), each transaction without an outcome is reported by what the server
 said: refused already (MessageFailed), its end handed out and no 421 (unconfirmed), or else
@@ -622,6 +630,7 @@ class ClientConnection(Generic[TagT]):
             and self._state is State.READY
             and self._writer is None
             and self._auth_due is None
+            and (pipelining or not self._pending)  # without pipelining, one command a reply
             # Nothing queued, or what is queued is held by a failed AUTH and cannot go.
             and (not self._queue or self._auth_hold)
         ):
