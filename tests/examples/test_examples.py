@@ -1,8 +1,7 @@
 """The examples/ drivers, each run against the test server and against the real Postfix.
 
-Every driver sends a pipelined batch over STARTTLS with AUTH PLAIN, all asked for up front;
-a silent server proves it
-wires the core's timer to its framework. Each run happens in a thread joined with a timeout,
+Every driver sends a pipelined batch over STARTTLS with AUTH PLAIN, all asked for up front; a
+silent server proves it wires the core's timer to its framework. Each run happens in a thread joined with a timeout,
 so a driver that hangs fails the test instead of the suite.
 """
 
