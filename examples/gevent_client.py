@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import gevent
 import gevent.socket
@@ -18,7 +19,8 @@ from batch import Batch, Mail
 from rawsmtp import protocol as smtp
 
 
-def run(batch: Batch, host: str, port: int, cafile: str) -> Batch:
+def run(mails: Sequence[Mail], host: str, port: int, cafile: str, **options: Any) -> Batch:
+    batch = Batch(mails, now=time.monotonic(), **options)
     client = batch.client
     # gevent.ssl.create_default_context is the stdlib's, whose sockets would block the hub.
     context = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT)
@@ -33,7 +35,7 @@ def run(batch: Batch, host: str, port: int, cafile: str) -> Batch:
             elif event is not smtp.NEED_DATA:
                 batch.handle(event)
             else:
-                sock.sendall(client.data_to_send(now=time.monotonic()))
+                sock.sendall(client.data_to_send(time.monotonic()))
                 deadline = client.get_timer()
                 sock.settimeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
                 try:
@@ -41,21 +43,22 @@ def run(batch: Batch, host: str, port: int, cafile: str) -> Batch:
                 except TimeoutError:  # socket.timeout, for gevent's sockets too
                     client.handle_timer(time.monotonic())
                 else:
-                    client.receive_data(data, now=time.monotonic())
+                    client.receive_data(data, time.monotonic())
     finally:
         sock.close()
     return batch
 
 
-def run_many(batches: Sequence[Batch], host: str, port: int, cafile: str) -> None:
-    greenlets = [gevent.spawn(run, batch, host, port, cafile) for batch in batches]
+def run_many(
+    batches: Sequence[Sequence[Mail]], host: str, port: int, cafile: str, **options: Any
+) -> list[Batch]:
+    greenlets = [gevent.spawn(run, mails, host, port, cafile, **options) for mails in batches]
     gevent.joinall(greenlets, raise_error=True)
+    return [greenlet.value for greenlet in greenlets]
 
 
 if __name__ == "__main__":
     host, port, cafile, user, password, sender, recipient = sys.argv[1:8]
     mails = [Mail(sender, (recipient,), b"Subject: %d\r\n\r\nhello\r\n" % n) for n in range(3)]
-    batches = [Batch(mails, user=user, password=password, now=time.monotonic()) for _ in range(2)]
-    run_many(batches, host, int(port), cafile)
-    for batch in batches:
+    for batch in run_many([mails, mails], host, int(port), cafile, user=user, password=password):
         print(batch.closed, *batch.outcomes, sep="\n")

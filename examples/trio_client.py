@@ -1,6 +1,8 @@
 """The same batch on trio: a stream that becomes an SSLStream, deadlines from the core's timer.
 
-Run: ``python examples/trio_client.py HOST PORT CAFILE USER PASSWORD SENDER RECIPIENT``.
+The core takes any monotonic clock, so it runs on trio's own: ``get_timer()`` is a trio
+deadline as it stands. Run:
+``python examples/trio_client.py HOST PORT CAFILE USER PASSWORD SENDER RECIPIENT``.
 """
 
 from __future__ import annotations
@@ -8,7 +10,8 @@ from __future__ import annotations
 import math
 import ssl
 import sys
-import time
+from collections.abc import Sequence
+from typing import Any
 
 import trio
 from batch import Batch, Mail
@@ -16,7 +19,10 @@ from batch import Batch, Mail
 from rawsmtp import protocol as smtp
 
 
-async def run(batch: Batch, host: str, port: int, context: ssl.SSLContext) -> Batch:
+async def run(
+    mails: Sequence[Mail], host: str, port: int, context: ssl.SSLContext, **options: Any
+) -> Batch:
+    batch = Batch(mails, now=trio.current_time(), **options)
     client = batch.client
     stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
     try:
@@ -29,15 +35,14 @@ async def run(batch: Batch, host: str, port: int, context: ssl.SSLContext) -> Ba
             elif event is not smtp.NEED_DATA:
                 batch.handle(event)
             else:
-                if data := client.data_to_send(now=time.monotonic()):
+                if data := client.data_to_send(trio.current_time()):
                     await stream.send_all(data)
                 deadline = client.get_timer()
-                # The core's clock is time.monotonic(); trio's deadlines use trio.current_time().
-                wake = trio.current_time() + deadline - time.monotonic() if deadline else math.inf
-                with trio.move_on_at(wake) as timer:
-                    client.receive_data(await stream.receive_some(65536), now=time.monotonic())
+                with trio.move_on_at(math.inf if deadline is None else deadline) as timer:
+                    data = await stream.receive_some(65536)
+                    client.receive_data(data, trio.current_time())
                 if timer.cancelled_caught:
-                    client.handle_timer(time.monotonic())
+                    client.handle_timer(trio.current_time())
     finally:
         await stream.aclose()
     return batch
@@ -46,6 +51,6 @@ async def run(batch: Batch, host: str, port: int, context: ssl.SSLContext) -> Ba
 if __name__ == "__main__":
     host, port, cafile, user, password, sender, recipient = sys.argv[1:8]
     mails = [Mail(sender, (recipient,), b"Subject: %d\r\n\r\nhello\r\n" % n) for n in range(3)]
-    batch = Batch(mails, user=user, password=password, now=time.monotonic())
-    trio.run(run, batch, host, int(port), ssl.create_default_context(cafile=cafile))
+    context = ssl.create_default_context(cafile=cafile)
+    batch = trio.run(lambda: run(mails, host, int(port), context, user=user, password=password))
     print(batch.closed, *batch.outcomes, sep="\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -124,10 +125,11 @@ class _Session:
                 lmtp=options.lmtp,
                 starttls=starttls,
                 tls_active=options.secure,
-            )
+            ),
+            now=time.monotonic(),  # the socket's own timeout bounds each read here
         )
         while True:
-            if data := client.data_to_send():
+            if data := client.data_to_send(time.monotonic()):
                 self.sock.sendall(data)
             event = client.next_event()
             if event is NEED_DATA:
@@ -153,7 +155,7 @@ class _Session:
         except OSError as error:
             client.connection_lost(SMTPDisconnectedError(f"connection failed: {error}"))
         else:
-            client.receive_data(data)
+            client.receive_data(data, time.monotonic())
 
 
 # -- showing it ---------------------------------------------------------------------------------

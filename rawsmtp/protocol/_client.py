@@ -42,7 +42,15 @@ may let it: a transaction queued, a reply, the end of a body. It guarantees (RFC
   Transactions already written behind it answer for themselves: replies match in order.
 - A server that answers DATA with 354 after refusing every recipient gets an empty message,
   whose reply is ignored (RFC 2920 section 3.1).
-- QUIT goes out once the queue is empty and no writer is left, pipelined after them.
+- A body handed over in small pieces goes in BDAT chunks of at least ``bdat_chunk_size``.
+  Without pipelining each BDAT waits for the reply to the one before (``_held_chunks``); after
+  a refused chunk no further segment goes (RFC 3030 section 2): the rest of the body is taken
+  and dropped, and the transaction is reported once the driver ended it and no chunk's reply
+  is still due.
+- ``authenticate()`` may be called from the start: its AUTH goes once READY with nothing in
+  flight, and ``_auth_hold`` keeps every transaction queued until the server accepts it.
+- QUIT goes out once the queue is empty (or held by a failed AUTH) and no writer is left,
+  pipelined after them when the server pipelines, else after the last reply.
 
 :meth:`~ClientConnection.abandon` gives a transaction up before its end is handed out, by the
 least the protocol allows: dropped from ``_queue`` unseen; the rest of its envelope not written
@@ -83,7 +91,7 @@ from .._errors import (
     SMTPTLSError,
 )
 from . import _commands
-from ._data import ChunkingEncoder, DataEncoder
+from ._data import BDAT_CHUNK_SIZE, ChunkingEncoder, DataEncoder
 from ._events import (
     NEED_DATA,
     Authenticated,
@@ -148,7 +156,8 @@ class ClientConfig:
     503 to anything arriving with the final dot), ``"off"`` writes one command per reply. In full
     mode with CHUNKING up to ``chunking_window`` messages, whose BDAT bytes total at most
     ``chunking_window_bytes`` (a message of unknown size takes whatever is left), are sent before
-    their replies. Timeouts are the seconds each reply may take to arrive complete,
+    their replies. A body handed over in small pieces goes in BDAT chunks of at least
+    ``bdat_chunk_size`` bytes (the last may be smaller). Timeouts are the seconds each reply may take to arrive complete,
     counted from when it became awaited, not from its last byte (``greeting_timeout`` from the
     start, ``data_timeout`` for the final reply to a message); None disables one.
     """
@@ -161,6 +170,7 @@ class ClientConfig:
     pipelining: Literal["full", "envelope", "off"] = "full"
     chunking_window: int = 8
     chunking_window_bytes: int = 1 << 20
+    bdat_chunk_size: int = BDAT_CHUNK_SIZE
     greeting_timeout: float | None = 30.0
     command_timeout: float | None = 600.0
     data_timeout: float | None = 600.0
@@ -174,10 +184,22 @@ class ClientConfig:
             raise LocalProtocolError(f"invalid starttls policy: {self.starttls!r}")
         if self.pipelining not in ("full", "envelope", "off"):
             raise LocalProtocolError(f"invalid pipelining mode: {self.pipelining!r}")
-        if self.chunking_window < 1 or self.chunking_window_bytes < 1:
-            raise LocalProtocolError("the chunking window needs room for one message")
+        if self.chunking_window < 1 or self.chunking_window_bytes < 1 or self.bdat_chunk_size < 1:
+            raise LocalProtocolError(
+                "chunking_window, chunking_window_bytes, bdat_chunk_size: >= 1"
+            )
         if self.max_line_length < 512 or self.max_reply_lines < 1:
             raise LocalProtocolError("reply limits too small (max_line_length >= 512)")
+
+
+@dataclass(frozen=True, slots=True)
+class _AuthRequest:
+    """An AUTH asked for by :meth:`ClientConnection.authenticate`, sent once nothing is in flight."""
+
+    line: bytes
+    mechanism: SASLMechanism
+    fallbacks: tuple[SASLMechanism, ...]
+    initial_due: bytes | None  # an initial response too long for the AUTH line
 
 
 def _command_text(line: bytes) -> str:
@@ -189,14 +211,18 @@ class ClientConnection(Generic[TagT]):
 
     Feed received bytes to :meth:`receive_data` (``b""`` when the server closed), take events
     from :meth:`next_event` until it returns :data:`NEED_DATA`, and write what
-    :meth:`data_to_send` returns. Pass ``now`` (any monotonic clock, in seconds) to those calls
-    to have :meth:`get_timer` say when :meth:`handle_timer` must be called.
+    :meth:`data_to_send` returns; :meth:`get_timer` says when :meth:`handle_timer` is due.
+
+    The core reads no clock: the constructor, :meth:`receive_data`, :meth:`data_to_send` and
+    :meth:`handle_timer` each take ``now``, required, in seconds on any monotonic clock
+    (``time.monotonic()``, ``trio.current_time()``, an asyncio loop's ``time()``) as long as
+    every call uses the same one; :meth:`get_timer` answers on that clock.
 
     ``ClientConnection[Job]`` takes ``Transaction[Job]`` and reports events whose
     ``transaction.tag`` is a ``Job``; a bare ``ClientConnection`` is ``ClientConnection[object]``.
     """
 
-    def __init__(self, config: ClientConfig, *, now: float | None = None) -> None:
+    def __init__(self, config: ClientConfig, *, now: float) -> None:
         self.config = config
         self._state = State.GREETING  # the one assignment outside _enter()
         self._tls = config.tls_active
@@ -223,15 +249,22 @@ class ClientConnection(Generic[TagT]):
         self._bdat_ends = 0
         self._reset_through = 0
         self._mechanism: SASLMechanism | None = None
+        self._auth_due: _AuthRequest | None = None  # asked for, not yet written
+        # authenticate() was called and the server has not accepted the credentials yet: no
+        # transaction starts meanwhile (nor after a failure, until the next success).
+        self._auth_hold = False
         self._fallbacks: tuple[SASLMechanism, ...] = ()
         self._auth_error: SMTPAuthenticationError | None = None
         self._initial_response_due: bytes | None = None
         self._quit_requested = False
-        # When the reply at the head of _pending became awaited; None while none is (or no
-        # clock was given). Only a complete reply moves it, so a dribbling server cannot.
-        self._awaited_since = now
+        # When the reply at the head of _pending became awaited; None while none is. Only a
+        # complete reply moves it, so a dribbling server cannot.
+        self._awaited_since: float | None = now
         self._unsent = 0  # entries at the tail of _pending whose command is not handed out yet
         self._now = now  # the latest time a driver passed in
+        # Without pipelining, the writer's BDAT segments (data, is it the LAST) waiting for the
+        # reply to the one before: one command per reply (RFC 3030 section 4.2).
+        self._held_chunks: deque[tuple[bytes, bool]] = deque()
         # Capability failures found inside send_mail(), reported from the next receive_data()
         # or handle_timer() (get_timer() is due at once meanwhile), never from inside the call.
         self._refused_early: list[MessageFailed[TagT]] = []
@@ -294,14 +327,11 @@ class ClientConnection(Generic[TagT]):
             awaiting.add(id(self._writer))
         return len(self._queue) + len(awaiting)
 
-    def receive_data(self, data: bytes, now: float | None = None) -> None:
+    def receive_data(self, data: bytes, now: float) -> None:
         """Bytes from the server; ``b""`` means it closed the connection."""
         if self._state is State.CLOSED:
             return
-        if now is not None:
-            self._now = now
-            if self._awaited_since is None and len(self._pending) > self._unsent:
-                self._awaited_since = now  # no clock was given before
+        self._now = now
         if self._refused_early:
             self._report_refused_early()
         if not data:
@@ -335,14 +365,17 @@ class ClientConnection(Generic[TagT]):
     def next_event(self) -> Event[TagT] | NeedData:
         return self._events.popleft() if self._events else NEED_DATA
 
-    def data_to_send(self, now: float | None = None) -> bytes:
-        """The bytes to write now (one buffer, so a pipelined group is one write)."""
+    def data_to_send(self, now: float) -> bytes:
+        """The bytes to write now (one buffer, so a pipelined group is one write).
+
+        Their replies' timeouts count from ``now``: call it when the bytes are handed to the
+        network, not long before.
+        """
         if not self._outgoing:
             return b""
-        if now is not None:
-            self._now = now
-            if self._awaited_since is None and self._pending:  # the head goes out: its clock
-                self._awaited_since = now
+        self._now = now
+        if self._awaited_since is None and self._pending:  # the head goes out: its clock
+            self._awaited_since = now
         self._unsent = 0
         data = bytes(self._outgoing)
         self._outgoing.clear()
@@ -366,7 +399,7 @@ class ClientConnection(Generic[TagT]):
         in meanwhile (RFC 5321 section 4.5.3.2 sets the timeouts per reply).
         """
         if self._refused_early:
-            return self._now if self._now is not None else 0.0  # due at once
+            return self._now  # due at once
         since = self._awaited_since
         if since is None or not self._pending or self._state is State.CLOSED:
             return None
@@ -420,14 +453,12 @@ class ClientConnection(Generic[TagT]):
         if encoder is None:
             raise LocalProtocolError(_NO_BODY_EXPECTED)
         data = encoder.encode(chunk)
-        if data and isinstance(encoder, ChunkingEncoder):
-            message = self._writer
-            assert message is not None
-            self._pending.append((_Awaiting.BDAT, message, None))
-            self._unsent += 1
-            message.body_bytes += len(data)
-            self._bytes_awaited += len(data)
-        self._outgoing += data
+        if not data:
+            return
+        if encoder is self._data_encoder:
+            self._outgoing += data
+        else:
+            self._send_chunk(data, last=False)
 
     def end_body(self) -> None:
         """The message is complete: send the terminator (or the last BDAT)."""
@@ -435,23 +466,17 @@ class ClientConnection(Generic[TagT]):
         if encoder is None:
             raise LocalProtocolError(_NO_BODY_EXPECTED)
         assert message is not None
-        data = encoder.end()
-        self._outgoing += data
         self._encoder = None
         message.end_sent = True
-        if message.chunking:
-            message.body_bytes += len(data)
-            self._bytes_awaited += len(data)
-            self._bdat_ends += 1
-            message.end_number = self._bdat_ends
-        self._pending.append((_Awaiting.DATA_END, message, None))
-        self._unsent += 1
-        self._ends_awaited += 1
-        self._last_end = message
-        if self._trace is not None:
-            self._trace_line("C", "<message data>")
-        # Whether the next transaction may follow before this end's reply is _may_start's call.
-        self._writer = None
+        data = encoder.end()
+        if encoder is self._data_encoder:
+            self._outgoing += data
+            self._unsent += 1
+            self._end_written(message)
+        else:
+            self._send_chunk(data, last=True)
+            if message.body_refused:
+                self._settle_refused_body(message)
         self._pump()
 
     def abandon(self, transaction: Transaction[TagT]) -> bool:
@@ -506,27 +531,43 @@ class ClientConnection(Generic[TagT]):
         return MessageFailed(transaction=message.transaction, error=LocalProtocolError(_ABANDONED))
 
     def authenticate(self, mechanism: SASLMechanism, *fallbacks: SASLMechanism) -> None:
-        """Start an AUTH exchange; :class:`Authenticated` or :class:`AuthenticationFailed` follows.
+        """Authenticate before any further transaction; :class:`Authenticated` or
+        :class:`AuthenticationFailed` follows.
+
+        Allowed from the start, so a driver may call it, queue its transactions and
+        :meth:`quit` at once. AUTH goes out once the session is READY (after STARTTLS) and
+        every transaction already written has its outcome; from this call on no transaction
+        starts until the server accepts the credentials. After :class:`AuthenticationFailed`
+        the queued transactions stay held: call ``authenticate()`` again, or :meth:`quit`, which
+        then says QUIT at once and reports them in ``ConnectionClosed.unsent``.
 
         ``fallbacks`` are tried in turn while the server refuses the mechanism itself
         (:data:`MECHANISM_REFUSED`), never after any other failure.
         """
         self._require("authenticate")
-        if self._queue or self._writer is not None or self._pending:
-            raise LocalProtocolError("AUTH must not overlap transactions")
+        if self._auth_due is not None:
+            raise LocalProtocolError("authenticate() was already called; its AUTH is not sent yet")
         initial = mechanism.initial_response()
         try:
-            line = _commands.auth(mechanism.name, initial)
-            self._initial_response_due = None
+            line, initial_due = _commands.auth(mechanism.name, initial), None
         except LocalProtocolError:
             if initial is None:
                 raise
             # Too long for the AUTH line: send it as the answer to the first, empty challenge.
-            line = _commands.auth(mechanism.name, None)
-            self._initial_response_due = initial
-        self._mechanism, self._auth_error, self._fallbacks = mechanism, None, fallbacks
+            line, initial_due = _commands.auth(mechanism.name, None), initial
+        self._auth_due = _AuthRequest(line, mechanism, fallbacks, initial_due)
+        self._auth_hold = True
+        self._pump()
+
+    def _start_auth(self, request: _AuthRequest) -> None:
+        self._auth_due = None
+        mechanism = request.mechanism
+        self._mechanism, self._auth_error = mechanism, None
+        self._fallbacks, self._initial_response_due = request.fallbacks, request.initial_due
         self._enter(State.AUTH)
-        self._write(line, (_Awaiting.AUTH, None, None), trace=f"AUTH {mechanism.name} <redacted>")
+        self._write(
+            request.line, (_Awaiting.AUTH, None, None), trace=f"AUTH {mechanism.name} <redacted>"
+        )
 
     def start_tls_done(self) -> None:
         """The driver finished the TLS handshake: say EHLO again over the encrypted link."""
@@ -537,11 +578,20 @@ class ClientConnection(Generic[TagT]):
         self._send_hello(State.EHLO)
 
     def quit(self) -> None:
-        """Say QUIT once every queued transaction has been sent (pipelined after them)."""
+        """End the session politely, in any state: QUIT once everything asked for is done.
+
+        The session is set up first if need be, an AUTH asked for goes first, every
+        transaction queued so far is sent, and QUIT is pipelined after the last of them;
+        :class:`ConnectionClosed` follows its reply. So a driver may queue a batch and call
+        ``quit()`` at once. Transactions held by a failed AUTH cannot go: QUIT goes without
+        them (they are ``unsent``). Called before the greeting with nothing asked for, there is
+        no session to end: it is over at once (``ConnectionClosed(error=None)``). To hang up
+        without QUIT, call :meth:`connection_lost`.
+        """
         if self._state is State.CLOSED:
             return
         self._quit_requested = True
-        if self._state is State.GREETING:
+        if self._state is State.GREETING and not self._queue and self._auth_due is None:
             self._close(None)
             return
         self._pump()
@@ -617,6 +667,11 @@ class ClientConnection(Generic[TagT]):
                         break  # one command per reply
                     self._write_rset()
                     continue
+                if self._auth_hold:
+                    # AUTH goes when nothing is in flight; transactions wait for its success.
+                    if self._auth_due is not None and not self._pending:
+                        self._start_auth(self._auth_due)
+                    break
                 if not self._queue or (self._ends_awaited and not self._may_start()):
                     break
                 self._start_next()
@@ -633,13 +688,16 @@ class ClientConnection(Generic[TagT]):
                 # Pipelined, the whole envelope goes in this write; otherwise one command a reply.
                 self._write_commands(commands, len(commands) if pipelining else 1)
                 continue
-            self._open_body(message, ChunkingEncoder())
+            self._open_body(message, ChunkingEncoder(self.config.bdat_chunk_size))
             break
         if (
             self._quit_requested
             and self._state is State.READY
             and self._writer is None
-            and not self._queue
+            and self._auth_due is None
+            and (pipelining or not self._pending)  # without pipelining, one command a reply
+            # Nothing queued, or what is queued is held by a failed AUTH and cannot go.
+            and (not self._queue or self._auth_hold)
             and not self._rset_due
         ):
             self._enter(State.QUIT)
@@ -685,6 +743,51 @@ class ClientConnection(Generic[TagT]):
     def _open_body(self, message: MailFlow[TagT], encoder: DataEncoder | ChunkingEncoder) -> None:
         self._encoder = encoder
         self._events.append(SendBody(transaction=message.transaction))
+
+    def _send_chunk(self, data: bytes, *, last: bool) -> None:
+        """Write one BDAT segment of the writer's body, or hold it for the previous reply."""
+        message = self._writer
+        assert message is not None
+        if message.body_refused:
+            return  # RFC 3030 section 2: no additional segment after a refused one
+        if self._held_chunks or (message.bdat_awaited and not self._pipelining):
+            self._held_chunks.append((data, last))
+            return
+        self._write_chunk(message, data, last=last)
+
+    def _write_chunk(self, message: MailFlow[TagT], data: bytes, *, last: bool) -> None:
+        self._outgoing += data
+        self._unsent += 1
+        message.body_bytes += len(data)
+        self._bytes_awaited += len(data)
+        if last:
+            self._bdat_ends += 1
+            message.end_number = self._bdat_ends
+            self._end_written(message)
+        else:
+            message.bdat_awaited += 1
+            self._pending.append((_Awaiting.BDAT, message, None))
+
+    def _end_written(self, message: MailFlow[TagT]) -> None:
+        """The message's end (dot or BDAT LAST) is in the output: its final reply is awaited."""
+        self._pending.append((_Awaiting.DATA_END, message, None))
+        self._ends_awaited += 1
+        self._last_end = message
+        if self._trace is not None:
+            self._trace_line("C", "<message data>")
+        # Whether the next transaction may follow before this end's reply is _may_start's call.
+        self._writer = None
+
+    def _settle_refused_body(self, message: MailFlow[TagT]) -> None:
+        """A body the server refused part of is over once the driver ended it (no LAST was
+        written) and no reply to its chunks is awaited: report it, RSET before the next MAIL."""
+        if not message.end_sent or message.end_number or message.bdat_awaited:
+            return
+        if self._writer is message:
+            self._writer = None
+        self._events.append(self._failure(message))
+        message.ahead = None
+        self._rset_due = True
 
     def _fail_writer(self, error: SMTPResponseError) -> None:
         """The current transaction is over without delivery: report it, RSET, move on."""
@@ -828,6 +931,7 @@ class ClientConnection(Generic[TagT]):
             except SMTPAuthenticationError as failure:
                 error = failure
             else:
+                self._auth_hold = False
                 self._events.append(Authenticated(reply=reply))
                 self._pump()
                 return
@@ -893,8 +997,21 @@ class ClientConnection(Generic[TagT]):
     def _on_bdat(self, reply: Reply, pending: Pending[TagT]) -> None:
         message = pending[1]
         assert message is not None
+        message.bdat_awaited -= 1
         bdat_reply(message, reply)
-        if not self._pipelining:  # see _on_mail (an RSET may wait for this reply)
+        if message.body_refused:
+            if message is self._writer:
+                self._held_chunks.clear()  # RFC 3030: no segment after a refused one
+            self._settle_refused_body(message)
+            self._pump_after_outcome()
+        elif self._held_chunks and not message.abandoned:
+            # Without pipelining, the next segment waited for this reply.
+            data, last = self._held_chunks.popleft()
+            self._write_chunk(message, data, last=last)
+            if last:
+                self._pump()
+        elif not self._pipelining:  # see _on_mail (an RSET may wait for this reply)
+            self._held_chunks.clear()  # an abandoned message's segments never go
             self._pump()
 
     def _on_data_end(self, reply: Reply, pending: Pending[TagT]) -> None:
@@ -984,6 +1101,7 @@ class ClientConnection(Generic[TagT]):
         pending.clear()
         self._queue.clear()
         self._writer = self._encoder = None
+        self._held_chunks.clear()
         self._events.append(
             ConnectionClosed(
                 error=error,

@@ -17,7 +17,11 @@ import re
 
 from ._commands import bdat
 
-__all__ = ["ChunkingEncoder", "DataEncoder", "decode_data"]
+__all__ = ["BDAT_CHUNK_SIZE", "ChunkingEncoder", "DataEncoder", "decode_data"]
+
+# BDAT chunks smaller than this are gathered: big enough that the command and its reply cost
+# little against the data, small enough to bound what a chunk holds in memory.
+BDAT_CHUNK_SIZE = 64 * 1024
 
 # The regex engine scans for a two-byte literal about twice as fast as ``bytes.replace`` and
 # ``in`` do, so a chunk is searched for a dot that starts a line before it is rewritten.
@@ -89,32 +93,45 @@ class DataEncoder:
 
 
 class ChunkingEncoder:
-    """Streams a message as BDAT chunks.
+    """Streams a message as BDAT chunks of at least ``chunk_size`` bytes (the last may be less).
 
-    Each chunk is held back until the next one (or the end) arrives, so the last data goes out
-    as ``BDAT n LAST``: a small message costs one BDAT command and one reply, not two.
+    Data is gathered until it reaches ``chunk_size`` and more follows, so a driver's many small
+    ``send_body()`` calls cost a few BDAT commands, not one each, and the last data goes out as
+    ``BDAT n LAST``: a small message costs one BDAT command and one reply, not two.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, chunk_size: int = BDAT_CHUNK_SIZE) -> None:
         self._line_ends = _LineEnds()
-        self._held = b""
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._chunk_size = chunk_size
 
     def encode(self, chunk: bytes) -> bytes:
         data = self._line_ends.normalise(chunk)
         if not data:
             return b""
-        out = bdat(len(self._held), last=False) + self._held if self._held else b""
-        self._held = data
+        # Only once more data arrives is the gathered data known not to be the last.
+        out = self._frame(self._take(), last=False) if self._held_size >= self._chunk_size else b""
+        self._held.append(data)
+        self._held_size += len(data)
         return out
 
     def end(self) -> bytes:
         """The last chunk, ``BDAT n LAST`` (n may be 0), with a line end if it lacked one."""
-        # _held is the last non-empty chunk (empty only for an empty message), and a chunk
-        # never ends in CR (normalise holds it back), so one endswith() says it all.
-        data, self._held = self._held + self._line_ends.flush(), b""
+        # What is held never ends in CR (normalise holds it back), so one endswith() says it all.
+        data = self._take() + self._line_ends.flush()
         if data and not data.endswith(b"\n"):
             data += b"\r\n"
-        return bdat(len(data), last=True) + data
+        return self._frame(data, last=True)
+
+    def _take(self) -> bytes:
+        data = b"".join(self._held)  # a single part is returned as is, not copied
+        self._held, self._held_size = [], 0
+        return data
+
+    @staticmethod
+    def _frame(data: bytes, *, last: bool) -> bytes:
+        return bdat(len(data), last=last) + data
 
 
 def decode_data(encoded: bytes) -> bytes:

@@ -133,6 +133,9 @@ class ConnectionClosed(Generic[TagT]):
     ``unconfirmed`` were sent in full but their final reply never came: they may have been
     delivered and must not be resent blindly. After a 421 every transaction still awaiting a
     reply is unsent: the server processes nothing after the command it answers with 421.
+    With PIPELINING and CHUNKING a whole message goes out with its envelope, before MAIL is
+    answered: a server that then falls silent leaves it ``unconfirmed``, not ``unsent``.
+    Transactions held by a failed AUTH are ``unsent``.
     Transactions the server had already refused are reported as :class:`MessageFailed` before
     this event, not here.
 

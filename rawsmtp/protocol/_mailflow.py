@@ -52,7 +52,9 @@ class MailFlow(Generic[TagT]):
     accepted: list[str] = field(default_factory=list)
     rejected: dict[str, SMTPResponseError] = field(default_factory=dict)
     error: SMTPResponseError | None = None  # the refusal that dooms the transaction
-    end_sent: bool = False
+    end_sent: bool = False  # the driver ended the body (its end may still be held back)
+    bdat_awaited: int = 0  # replies to its BDAT chunks (not the LAST) still to come
+    body_refused: bool = False  # a BDAT chunk was refused: no further segment may go
     # The transaction whose end was the latest written when this one's MAIL was, if its final
     # reply was still awaited then: this one was pipelined behind it.
     ahead: MailFlow[TagT] | None = None
@@ -120,8 +122,10 @@ def data_reply(flow: MailFlow[TagT], reply: Reply) -> DataVerdict:
 
 
 def bdat_reply(flow: MailFlow[TagT], reply: Reply) -> None:
-    if reply.code >= 400 and flow.error is None and flow.accepted:
-        flow.error = response_error(reply, _Awaiting.BDAT, "BDAT")
+    if reply.code >= 400:
+        flow.body_refused = True  # RFC 3030 section 2: send no additional BDAT segment
+        if flow.error is None and flow.accepted:
+            flow.error = response_error(reply, _Awaiting.BDAT, "BDAT")
 
 
 def final_reply(flow: MailFlow[TagT], reply: Reply, *, lmtp: bool) -> Outcome:

@@ -67,9 +67,10 @@ _SETTING_UP = frozenset({State.GREETING, State.EHLO, State.HELO, State.STARTTLS}
 
 # Which API calls are legal in which states; anything else is a LocalProtocolError.
 _ALLOWED: dict[str, frozenset[State]] = {
-    # Queued while the session is set up, sent once it is READY.
+    # Queued while the session is set up, sent once it is READY (and authenticated, if asked).
     "send_mail": _SETTING_UP | {State.TLS_HANDSHAKE, State.READY, State.AUTH},
-    "authenticate": frozenset({State.READY}),
+    # Asked for at any time before it can go; one exchange at a time.
+    "authenticate": _SETTING_UP | {State.TLS_HANDSHAKE, State.READY},
     "start_tls_done": frozenset({State.TLS_HANDSHAKE}),
 }
 

@@ -756,17 +756,19 @@ def events(client: ClientConnection) -> list[Event]:
 
 def authenticating(mechanism: SASLMechanism) -> ClientConnection:
     """A client past EHLO on an encrypted link that has just sent AUTH."""
-    client = ClientConnection(ClientConfig(local_hostname="client.example", tls_active=True))
-    client.receive_data(b"220 mx.example ESMTP\r\n250-mx.example\r\n250 AUTH SCRAM-SHA-1\r\n")
+    client = ClientConnection(
+        ClientConfig(local_hostname="client.example", tls_active=True), now=0.0
+    )
+    client.receive_data(b"220 mx.example ESMTP\r\n250-mx.example\r\n250 AUTH SCRAM-SHA-1\r\n", 0.0)
     events(client)
     client.authenticate(mechanism)
-    client.data_to_send()
+    client.data_to_send(0.0)
     return client
 
 
 def exchange(client: ClientConnection, reply: bytes) -> bytes:
-    client.receive_data(reply + b"\r\n")
-    return client.data_to_send()
+    client.receive_data(reply + b"\r\n", 0.0)
+    return client.data_to_send(0.0)
 
 
 def test_client_scram_with_server_final_as_challenge() -> None:

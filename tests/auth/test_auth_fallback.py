@@ -33,17 +33,19 @@ def events(client: ClientConnection) -> list[Event]:
 
 
 def authenticating(*mechanisms: SASLMechanism) -> tuple[ClientConnection, bytes]:
-    client = ClientConnection(ClientConfig(local_hostname="client.example", tls_active=True))
-    client.receive_data(b"220 mx ESMTP\r\n250-mx\r\n250 AUTH SCRAM-SHA-1 PLAIN LOGIN\r\n")
+    client = ClientConnection(
+        ClientConfig(local_hostname="client.example", tls_active=True), now=0.0
+    )
+    client.receive_data(b"220 mx ESMTP\r\n250-mx\r\n250 AUTH SCRAM-SHA-1 PLAIN LOGIN\r\n", 0.0)
     events(client)
-    client.data_to_send()
+    client.data_to_send(0.0)
     client.authenticate(*mechanisms)
-    return client, client.data_to_send()
+    return client, client.data_to_send(0.0)
 
 
 def reply(client: ClientConnection, line: bytes) -> bytes:
-    client.receive_data(line + b"\r\n")
-    return client.data_to_send()
+    client.receive_data(line + b"\r\n", 0.0)
+    return client.data_to_send(0.0)
 
 
 def test_the_refusal_codes() -> None:

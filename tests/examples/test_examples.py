@@ -1,7 +1,7 @@
 """The examples/ drivers, each run against the test server and against the real Postfix.
 
-Every driver sends a pipelined batch over STARTTLS with AUTH PLAIN; a silent server proves it
-wires the core's timer to its framework. Each run happens in a thread joined with a timeout,
+Every driver sends a pipelined batch over STARTTLS with AUTH PLAIN, all asked for up front; a
+silent server proves it wires the core's timer to its framework. Each run happens in a thread joined with a timeout,
 so a driver that hangs fails the test instead of the suite.
 """
 
@@ -33,34 +33,42 @@ gevent = pytest.importorskip("gevent")
 import gevent_client  # noqa: E402
 import trio_client  # noqa: E402
 
-Batch, Mail = batch_module.Batch, batch_module.Mail
+Mail = batch_module.Mail
 
 
-def selectors_driver(batch: Any, host: str, port: int, cafile: str) -> None:
-    selectors_client.run(batch, host, port, ssl.create_default_context(cafile=cafile))
+Driver = Callable[..., Any]  # (mails, host, port, cafile, **Batch options) -> Batch
 
 
-def trio_driver(batch: Any, host: str, port: int, cafile: str) -> None:
-    trio.run(trio_client.run, batch, host, port, ssl.create_default_context(cafile=cafile))
+def selectors_driver(mails: Any, host: str, port: int, cafile: str, **options: Any) -> Any:
+    context = ssl.create_default_context(cafile=cafile)
+    return selectors_client.run(mails, host, port, context, **options)
 
 
-def gevent_driver(batch: Any, host: str, port: int, cafile: str) -> None:
-    gevent_client.run_many([batch], host, port, cafile)
+def trio_driver(mails: Any, host: str, port: int, cafile: str, **options: Any) -> Any:
+    context = ssl.create_default_context(cafile=cafile)
+    return trio.run(lambda: trio_client.run(mails, host, port, context, **options))
 
 
-DRIVERS: dict[str, Callable[[Any, str, int, str], None]] = {
+def gevent_driver(mails: Any, host: str, port: int, cafile: str, **options: Any) -> Any:
+    [batch] = gevent_client.run_many([mails], host, port, cafile, **options)
+    return batch
+
+
+DRIVERS: dict[str, Driver] = {
     "selectors": selectors_driver,
     "trio": trio_driver,
     "gevent": gevent_driver,
 }
 
 
-def run_in_thread(driver: Callable[..., None], *args: Any, timeout: float = 30.0) -> None:
+def run_in_thread(driver: Driver, *args: Any, timeout: float = 30.0, **options: Any) -> Any:
+    """The driver's Batch; a driver that hangs fails here, after ``timeout``."""
     failure: list[BaseException] = []
+    result: list[Any] = []
 
     def target() -> None:
         try:
-            driver(*args)
+            result.append(driver(*args, **options))
         except BaseException as error:
             failure.append(error)
 
@@ -70,6 +78,7 @@ def run_in_thread(driver: Callable[..., None], *args: Any, timeout: float = 30.0
     assert not thread.is_alive(), "the driver hung"
     if failure:
         raise failure[0]
+    return result[0]
 
 
 def mails(domain: str, count: int = 3) -> list[Any]:
@@ -87,8 +96,15 @@ def mails(domain: str, count: int = 3) -> list[Any]:
 def test_batch_over_starttls_and_auth_to_the_test_server(name: str) -> None:
     batch_mails = mails("example.com")
     with SMTPTestServer(tls=True, users={"ann": "secret"}) as server:
-        batch = Batch(batch_mails, user="ann", password="secret", now=time.monotonic())
-        run_in_thread(DRIVERS[name], batch, "localhost", server.port, CA_FILE)
+        batch = run_in_thread(
+            DRIVERS[name],
+            batch_mails,
+            "localhost",
+            server.port,
+            CA_FILE,
+            user="ann",
+            password="secret",
+        )
         received = server.wait_for_messages(3)
         verbs = [record.line.split()[0].upper() for record in server.commands]
     assert batch.closed is not None and batch.closed.error is None
@@ -106,9 +122,10 @@ def test_a_silent_server_ends_the_session_by_the_core_timer(name: str) -> None:
         local_hostname="client.example", starttls="required", command_timeout=0.5
     )
     with SMTPTestServer(tls=True, faults=[Fault(on="MAIL", action="silent")]) as server:
-        batch = Batch(mails("example.com", 1), config=config, now=time.monotonic())
         started = time.monotonic()
-        run_in_thread(DRIVERS[name], batch, "localhost", server.port, CA_FILE)
+        batch = run_in_thread(
+            DRIVERS[name], mails("example.com", 1), "localhost", server.port, CA_FILE, config=config
+        )
     assert batch.closed is not None
     assert isinstance(batch.closed.error, smtp.SMTPTimeoutError)
     assert batch.closed.error.command == "MAIL"
@@ -121,11 +138,32 @@ def test_a_silent_server_ends_the_session_by_the_core_timer(name: str) -> None:
 def test_batch_over_starttls_and_auth_to_postfix(name: str, servers: Servers) -> None:
     user, password = servers.users["alice"]
     batch_mails = mails("example.test")
-    batch = Batch(batch_mails, user=user, password=password, now=time.monotonic())
-    run_in_thread(DRIVERS[name], batch, "localhost", servers.ports["submission"], servers.cafile)
+    port, cafile = servers.ports["submission"], servers.cafile
+    batch = run_in_thread(
+        DRIVERS[name], batch_mails, "localhost", port, cafile, user=user, password=password
+    )
     assert batch.auth_error is None
     assert batch.closed is not None and batch.closed.error is None
     assert [type(outcome) for outcome in batch.outcomes] == [smtp.MessageAccepted] * 3
     for mail in batch_mails:
         (stored,) = servers.mail.wait(mail.recipients[0].split("@")[0])
         assert mail.body.split(b"\r\n\r\n")[1] in stored.replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize("name", list(DRIVERS))
+def test_refused_credentials_hold_the_whole_batch_back(name: str) -> None:
+    with SMTPTestServer(tls=True, users={"ann": "secret"}) as server:
+        batch = run_in_thread(
+            DRIVERS[name],
+            mails("example.com", 2),
+            "localhost",
+            server.port,
+            CA_FILE,
+            user="ann",
+            password="wrong",
+        )
+        verbs = [record.line.split()[0].upper() for record in server.commands]
+    assert batch.auth_error is not None and batch.auth_error.code == 535
+    assert batch.outcomes == []
+    assert batch.closed == smtp.ConnectionClosed(error=None, unsent=tuple(batch.transactions))
+    assert "MAIL" not in verbs and verbs[-1] == "QUIT"

@@ -69,7 +69,7 @@ def run_core(
     if implicit_tls:
         assert ssl_context is not None
         sock = ssl_context.wrap_socket(sock, server_hostname="localhost")
-    client = ClientConnection(config)
+    client = ClientConnection(config, now=time.monotonic())
     run = CoreRun()
     if queue_early:
         for tx, _ in messages:
@@ -77,11 +77,11 @@ def run_core(
     outcomes = 0
     try:
         while True:
-            if data := client.data_to_send():
+            if data := client.data_to_send(time.monotonic()):
                 sock.sendall(data)
             event = client.next_event()
             if event is NEED_DATA:
-                client.receive_data(sock.recv(65536))
+                client.receive_data(sock.recv(65536), time.monotonic())
                 continue
             run.events.append(event)
             if isinstance(event, StartTLS):

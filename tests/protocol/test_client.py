@@ -210,13 +210,14 @@ def test_starttls_upgrade_resets_capabilities() -> None:
     assert session.sent() == b"STARTTLS\r\n"
     [event] = session.server(b"220 go ahead\r\n")
     assert isinstance(event, StartTLS) and session.client.state is State.TLS_HANDSHAKE
-    with pytest.raises(LocalProtocolError):
-        session.client.authenticate(FakeMechanism())
+    session.client.authenticate(FakeMechanism())  # asked for now, sent over TLS only
+    assert session.sent() == b""
     session.client.start_tls_done()
     assert session.client.extensions.auth == frozenset()
     assert session.sent() == b"EHLO client.test\r\n"
     [ready] = session.server(b"250-mx\r\n250 AUTH PLAIN LOGIN\r\n")
     assert isinstance(ready, Ready) and ready.tls and ready.extensions.auth == {"PLAIN", "LOGIN"}
+    assert session.sent() == b"AUTH PLAIN AHVzZXIAc2VjcmV0\r\n"
 
 
 def test_data_pipelined_after_starttls_220_is_an_injection() -> None:
@@ -571,7 +572,8 @@ def test_reply_without_a_command_is_a_protocol_error() -> None:
 
 def test_api_misuse_is_a_local_protocol_error() -> None:
     session = Session()
-    with pytest.raises(LocalProtocolError):
+    session.client.authenticate(FakeMechanism())
+    with pytest.raises(LocalProtocolError, match="already called"):
         session.client.authenticate(FakeMechanism())
     with pytest.raises(LocalProtocolError):
         session.client.send_body(b"x")

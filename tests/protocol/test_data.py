@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rawsmtp.protocol import ChunkingEncoder, DataEncoder, decode_data
+from rawsmtp.protocol._data import BDAT_CHUNK_SIZE
 
 
 def encode(chunks: list[bytes]) -> bytes:
@@ -54,12 +55,32 @@ def test_no_end_of_data_sequence_can_appear_early() -> None:
 
 
 def test_bdat_framing() -> None:
-    encoder = ChunkingEncoder()
+    encoder = ChunkingEncoder(chunk_size=1)
     out = encoder.encode(b"ab\n.c\r") + encoder.encode(b"") + encoder.encode(b"\nd") + encoder.end()
     assert out == b"BDAT 6\r\nab\r\n.c" + b"BDAT 5 LAST\r\n\r\nd\r\n"
     encoder = ChunkingEncoder()
     assert encoder.encode(b"x\r") + encoder.end() == b"BDAT 3 LAST\r\nx\r\n"
     assert ChunkingEncoder().end() == b"BDAT 0 LAST\r\n"
+
+
+def test_small_pieces_are_gathered_into_chunks_of_at_least_the_chunk_size() -> None:
+    encoder = ChunkingEncoder(chunk_size=10)
+    pieces = [encoder.encode(b"abcd") for _ in range(7)]
+    # The third piece fills 12 bytes: they go out when the fourth shows they are not the last.
+    assert pieces == [
+        b"",
+        b"",
+        b"",
+        b"BDAT 12\r\nabcdabcdabcd",
+        b"",
+        b"",
+        b"BDAT 12\r\n" + b"abcd" * 3,
+    ]
+    assert encoder.end() == b"BDAT 6 LAST\r\nabcd\r\n"
+    assert BDAT_CHUNK_SIZE == 65536
+    default = ChunkingEncoder()
+    assert [default.encode(b"x" * 1000) for _ in range(66)].count(b"") == 66
+    assert default.encode(b"y\n").startswith(b"BDAT 66000\r\n")
 
 
 def test_decode_rejects_unterminated_data() -> None:
@@ -121,9 +142,11 @@ def test_chunked_encoding_equals_line_by_line_stuffing(data: bytes, cuts: list[i
     assert encode(pieces(data, cuts)) == stuffed(data)
 
 
-@given(message_bytes, st.lists(st.integers(0, 40), max_size=20))
-def test_bdat_chunks_carry_the_normalised_message(data: bytes, cuts: list[int]) -> None:
-    encoder, wire, position = ChunkingEncoder(), b"", 0
+@given(message_bytes, st.lists(st.integers(0, 40), max_size=20), st.integers(1, 30))
+def test_bdat_chunks_carry_the_normalised_message(
+    data: bytes, cuts: list[int], chunk_size: int
+) -> None:
+    encoder, wire, position = ChunkingEncoder(chunk_size=chunk_size), b"", 0
     for size in cuts:
         wire += encoder.encode(data[position : position + size])
         position += size

@@ -149,6 +149,8 @@ class Pipeline:
     """A session on a CHUNKING + PIPELINING server, the scripted server and the outcomes."""
 
     def __init__(self, *, ehlo: bytes = EHLO_CHUNKING, pieces: int = 1, **config: object) -> None:
+        # One BDAT per send_body() call, so that ``pieces`` says how many chunks a body takes.
+        config.setdefault("bdat_chunk_size", 1)
         self.session = Session(**config)
         self.session.ready(ehlo)
         self.client = self.session.client

@@ -60,7 +60,7 @@ class Pair:
     def _to_client(self) -> bool:
         data = self.server.data_to_send()
         for piece in self.split(data):
-            self.client.receive_data(piece)
+            self.client.receive_data(piece, 0.0)
         while (event := self.client.next_event()) is not smtp.NEED_DATA:
             self.client_events.append(event)
             self._on_client(event)
@@ -87,7 +87,7 @@ class Pair:
             client.quit()
 
     def _to_server(self) -> bool:
-        data = self.client.data_to_send()
+        data = self.client.data_to_send(0.0)
         if data:
             self.c2s_writes.append(data)
         for piece in self.split(data):
@@ -118,7 +118,9 @@ def pair(
 ) -> Pair:
     client_config = smtp.ClientConfig(local_hostname="client.test", **(client or {}))
     server_config = smtp.ServerConfig(hostname="server.test", **(server or {}))
-    result = Pair(smtp.ClientConnection(client_config), smtp.ServerConnection(server_config))
+    result = Pair(
+        smtp.ClientConnection(client_config, now=0.0), smtp.ServerConnection(server_config)
+    )
     for key, value in options.items():
         setattr(result, key, value)
     result.server.greet()
@@ -336,10 +338,10 @@ def test_helo_fallback_when_ehlo_is_refused() -> None:
 
 
 def test_a_refused_greeting_closes_the_client() -> None:
-    client = smtp.ClientConnection(smtp.ClientConfig(local_hostname="c.test"))
+    client = smtp.ClientConnection(smtp.ClientConfig(local_hostname="c.test"), now=0.0)
     server = smtp.ServerConnection(smtp.ServerConfig(hostname="s.test"))
     server.greet("554 5.7.1 No service for you")
-    client.receive_data(server.data_to_send())
+    client.receive_data(server.data_to_send(), 0.0)
     (closed,) = [e for e in iter(client.next_event, smtp.NEED_DATA)]
     assert isinstance(closed, smtp.ConnectionClosed) and closed.error.code == 554  # type: ignore[union-attr]
 
