@@ -63,6 +63,8 @@ class Options:
     lmtp: bool = False
     proxy: str | None = None
     pool: bool = True  # accepted for Nodemailer compatibility; a pool is what this is
+    rate_limiter: Any = None  # a rawsmtp.pool._limits.RateLimiter; needs rate_limit
+    connection_limiter: Any = None  # a rawsmtp.pool._limits.ConnectionLimiter
 
 
 Check = Callable[[str, Any], Any]
@@ -157,6 +159,19 @@ def _proxy(option: str, value: Any) -> str:
     return str(value)
 
 
+def _limiter(kind: str) -> Check:
+    """The check that a value implements the limiter Protocol ``kind`` of the pool."""
+
+    def check(option: str, value: Any) -> Any:
+        from ..pool import _limits  # only now: the pool imports this module
+
+        if not isinstance(value, getattr(_limits, kind)):
+            raise _fail(option, f"must be a {kind} (acquire, release, next_free...), not {value!r}")
+        return value
+
+    return check
+
+
 def _anything(option: str, value: Any) -> Any:
     return value
 
@@ -220,6 +235,8 @@ _SPECS: dict[str, _Spec] = {
     "lmtp": _Spec(_bool),
     "proxy": _Spec(_proxy, nullable=True, text=str),
     "pool": _FLAG,
+    "rate_limiter": _Spec(_limiter("RateLimiter"), "rateLimiter", nullable=True),
+    "connection_limiter": _Spec(_limiter("ConnectionLimiter"), "connectionLimiter", nullable=True),
 }
 assert set(_SPECS) == {f.name for f in fields(Options)}, "every option has exactly one row"
 
@@ -311,6 +328,8 @@ def make_options(**kwargs: Any) -> Options:
     checked = _check(values, spelled)
     if checked.get("ignore_tls") and checked.get("require_tls"):
         raise _fail(spelled["require_tls"], "ignore_tls and require_tls contradict each other")
+    if "rate_limiter" in checked and "rate_limit" not in checked:
+        raise _fail(spelled["rate_limiter"], "needs rate_limit (the starts it grants per window)")
     if "service" in checked:
         _apply_service(checked, spelled)
     # Nodemailer 10's default: implicit TLS on 465, submission with STARTTLS on 587.

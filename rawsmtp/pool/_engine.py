@@ -128,6 +128,8 @@ class PoolEngine:
             max_retries=o.max_retries,
             idle_timeout=o.idle_timeout,
             max_connection_age=o.max_connection_age,
+            rate_limiter=o.rate_limiter,
+            connection_limiter=o.connection_limiter,
         )
         self.connections: set[Connection] = set()
         self.stopping = False
