@@ -18,6 +18,8 @@ ALLOWED = {
     "flask_mailman": "contrib/flask.py",
     "opentelemetry": "contrib/otel.py",
     "prometheus_client": "contrib/prometheus.py",
+    "redis": "contrib/redis.py",
+    "celery": "contrib/celery.py",
     "pytest": "testing/pytest_plugin.py",  # loaded by pytest itself, as its plugin
 }
 
