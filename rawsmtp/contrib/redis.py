@@ -24,7 +24,8 @@ when that lease was granted: no window holds more than the limit, across all cli
 their clocks differ. Unused entries of an ended lease are given back. The price is that a
 saturated limit runs at ``limit / (delta + lease)``, hence the short default lease.
 
-:class:`RedisConnectionSemaphore` is a sorted set of holder ids scored by expiry: a holder is
+:class:`RedisConnectionSemaphore` is a sorted set of holder ids scored by expiry and a FIFO of
+waiting clients: a holder is
 added only while fewer than ``limit`` unexpired ones exist, the thread refreshes the holders of
 open connections every ``ttl / 3`` and removes those of closed ones, and a crashed process's
 holders expire after ``ttl``.
@@ -81,31 +82,42 @@ if oldest[2] == nil then return {0, 0} end
 return {0, tonumber(oldest[2]) + delta - now}
 """
 
-# KEYS[1] the holders; ARGV: limit, ttl ms, want, new id prefix, #released, released..., held...
-# Returns {added, ms until one expires (when none could be added), lost held ids...}.
+# KEYS[1] the holders, KEYS[2] the waiters (FIFO by first request; ``<KEYS[2]>:<id>`` says a
+# waiter still asks); ARGV: limit, ttl ms, want, new id prefix, client id, alive ms, #released,
+# released..., held... Returns {added, lost held ids...}.
 _SEMAPHORE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, ttl, want, released = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-for i = 6, 5 + released do redis.call('ZREM', KEYS[1], ARGV[i]) end
-local result = {0, 0}
-for i = 6 + released, #ARGV do
-  if redis.call('ZADD', KEYS[1], 'XX', 'CH', now + ttl, ARGV[i]) == 0 and
-     not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+local holders, waiters, me = KEYS[1], KEYS[2], ARGV[5]
+local limit, ttl, want, released = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[7])
+redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
+for i = 8, 7 + released do redis.call('ZREM', holders, ARGV[i]) end
+local result = {0}
+for i = 8 + released, #ARGV do
+  if redis.call('ZADD', holders, 'XX', 'CH', now + ttl, ARGV[i]) == 0 and
+     not redis.call('ZSCORE', holders, ARGV[i]) then
     result[#result + 1] = ARGV[i]
   end
 end
-for i = 1, want do
-  if redis.call('ZCARD', KEYS[1]) >= limit then break end
-  redis.call('ZADD', KEYS[1], now + ttl, ARGV[4] .. ':' .. i)
-  result[1] = result[1] + 1
+redis.call('PEXPIRE', holders, ttl + 1000)
+if want == 0 then return result end
+if not redis.call('ZSCORE', waiters, me) then redis.call('ZADD', waiters, now, me) end
+redis.call('SET', waiters .. ':' .. me, 1, 'PX', ARGV[6])
+redis.call('PEXPIRE', waiters, ttl + 1000)
+while true do
+  local head = redis.call('ZRANGE', waiters, 0, 0)[1]
+  if head == nil or redis.call('EXISTS', waiters .. ':' .. head) == 1 then break end
+  redis.call('ZREM', waiters, head)
 end
-if result[1] < want then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if oldest[2] ~= nil then result[2] = tonumber(oldest[2]) - now end
+local free = limit - redis.call('ZCARD', holders) - redis.call('ZRANK', waiters, me)
+for i = 1, math.min(want, free) do
+  redis.call('ZADD', holders, now + ttl, ARGV[4] .. ':' .. i)
+  result[1] = i
 end
-redis.call('PEXPIRE', KEYS[1], ttl + 1000)
+if result[1] > 0 then
+  redis.call('ZREM', waiters, me)
+  redis.call('DEL', waiters .. ':' .. me)
+end
 return result
 """
 
@@ -308,7 +320,10 @@ class RedisRateLimiter(_Refiller):
 
 class RedisConnectionSemaphore(_Refiller):
     """A :class:`~rawsmtp.pool._limits.ConnectionLimiter` shared through Redis (see the module):
-    at most ``limit`` connections hold a lease at once across all its clients."""
+    at most ``limit`` connections hold a lease at once across all its clients, granted first
+    come, first served. A waiting client asks again every ``poll`` seconds; a holder gives its
+    lease back when its connection ends (``max_messages``, ``idle_timeout``), so a short
+    ``idle_timeout`` lets other processes have the connections a quiet one does not use."""
 
     def __init__(
         self,
@@ -317,7 +332,7 @@ class RedisConnectionSemaphore(_Refiller):
         *,
         limit: int,
         ttl: float = 30.0,
-        poll: float = 0.005,
+        poll: float = 0.02,
     ) -> None:
         super().__init__(client, key, "rawsmtp-redis-connections")
         self.limit, self.ttl, self.poll = limit, ttl, poll
@@ -386,18 +401,20 @@ class RedisConnectionSemaphore(_Refiller):
             prefix = f"{self._id}:{self._serial}"
         self.round_trips += 1
         result: list[Any] = self._script(
-            keys=[self.key],
+            keys=[self.key, self.key + ":waiting"],
             args=[
                 self.limit,
                 round(self.ttl * 1000),
                 want,
                 prefix,
+                self._id,
+                round(self.poll * 3000) + 1000,
                 len(released),
                 *released,
                 *held,
             ],
         )
-        added, wait_ms, lost = int(result[0]), int(result[1]), {_text(h) for h in result[2:]}
+        added, lost = int(result[0]), {_text(holder) for holder in result[1:]}
         with self.lock:
             self._synced = now
             del self._released[: len(released)]
@@ -409,8 +426,8 @@ class RedisConnectionSemaphore(_Refiller):
             self._spare += [(f"{prefix}:{i}", now) for i in range(1, added + 1)]
             if added:
                 self._want = False
-            elif want:
-                self.full_until = time.monotonic() + max(wait_ms / 1000, self.poll)
+            elif want:  # still waiting in line: ask again (and say so) in a moment
+                self.full_until = time.monotonic() + self.poll
 
 
 def _text(value: Any) -> str:
