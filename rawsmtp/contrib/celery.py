@@ -17,7 +17,7 @@ at ``worker_process_shutdown``/``worker_shutdown``, with the limiters it was giv
 The task ``rawsmtp.send`` takes a list of messages (``{"message": <RFC 5322 text>, "envelope":
 {"from": ..., "to": [...]}}``, the envelope optional; :func:`mail` builds one) and returns one
 JSON-serialisable result per message: ``status`` is ``"sent"`` (with ``accepted``, ``rejected``
-{address: reply} and ``response``), ``"duplicate"`` (an earlier run delivered it),
+{address: {"code", "error"}} and ``response``), ``"duplicate"`` (an earlier run delivered it),
 ``"unknown"`` (its final reply was lost: it may have been delivered, so it is never resent),
 ``"failed"`` (permanently) or ``"deferred"`` (temporary failures outlasted the retries).
 
@@ -184,7 +184,10 @@ class Mailer:
             result.update(
                 status="sent",
                 accepted=list(sent.accepted),
-                rejected={addr: str(err) for addr, err in sent.rejected_errors.items()},
+                rejected={
+                    addr: {"code": err.code, "error": str(err)}
+                    for addr, err in sent.rejected_errors.items()
+                },
                 response=sent.response,
             )
             return False
