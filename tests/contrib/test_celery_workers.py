@@ -204,22 +204,36 @@ def unquitted(server: SMTPTestServer) -> set[int]:
     return {connection for connection, seen in quit_.items() if not seen}
 
 
+def scenario(
+    tmp_path: Path, server: SMTPTestServer, workers: int, total: int, *, kill_after: int = 0
+) -> tuple[set[str], Counter[str], dict[str, Any]]:
+    """Send ``total`` messages through ``workers`` workers (SIGKILL the first once the server
+    has ``kill_after``); returns the ids sent, the ids the server got (counted), the figures."""
+    run = Run(tmp_path, server)
+    try:
+        run.start(workers)
+        started = time.monotonic()
+        ids = run.enqueue(total)
+        if kill_after:
+            deadline = time.monotonic() + 60
+            while len(server.messages) < kill_after and time.monotonic() < deadline:
+                time.sleep(0.05)
+            run.kill(0)
+        found = run.wait(ids, timeout=100)
+        finished = time.monotonic()
+    finally:
+        run.stop()
+    figures = run.figures(started, finished, len(ids))
+    print(f"\n{workers} workers{', one killed' if kill_after else ''}: {figures}")
+    return ids, found, figures
+
+
 @pytest.mark.parametrize("workers", [1, 2, 4])
 def test_shared_limits_hold_across_workers(tmp_path: Path, workers: int) -> None:
-    signal.alarm(90)
+    signal.alarm(90)  # a hang fails fast
     try:
         with SMTPTestServer(capabilities=CAPABILITIES) as server:
-            run = Run(tmp_path, server)
-            try:
-                run.start(workers)
-                started = time.monotonic()
-                ids = run.enqueue(500)
-                found = run.wait(ids, timeout=60)
-                finished = time.monotonic()
-            finally:
-                run.stop()
-            figures = run.figures(started, finished, len(ids))
-            print(f"\n{workers} workers: {figures}")
+            ids, found, figures = scenario(tmp_path, server, workers, 500)
             assert set(found) == ids and max(found.values()) == 1
             assert figures["worst_window"] <= LIMIT
             assert figures["peak_connections"] <= CAP
@@ -231,21 +245,7 @@ def test_every_message_arrives_once_when_a_worker_is_killed(tmp_path: Path) -> N
     signal.alarm(150)
     try:
         with SMTPTestServer(capabilities=CAPABILITIES) as server:
-            run = Run(tmp_path, server)
-            try:
-                run.start(4)
-                started = time.monotonic()
-                ids = run.enqueue(2000)
-                deadline = time.monotonic() + 60
-                while len(server.messages) < 300 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                run.kill(0)
-                found = run.wait(ids, timeout=100)
-                finished = time.monotonic()
-            finally:
-                run.stop()
-            figures = run.figures(started, finished, len(ids))
-            print(f"\n4 workers, one killed: {figures}")
+            ids, found, figures = scenario(tmp_path, server, 4, 2000, kill_after=300)
             assert set(found) == ids  # none lost
             twice = {mid for mid, n in found.items() if n > 1}
             # Only a message whose final reply died with the killed worker may come again.
