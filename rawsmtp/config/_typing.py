@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import email.message
     import ssl
 
+    from ..pool._limits import ConnectionLimiter, RateLimiter
+
 __all__ = [
     "AuthInput",
     "BinaryReadable",
@@ -88,6 +90,10 @@ class PoolOptions(TypedDict, total=False):
     lmtp: bool
     proxy: str | None
     pool: bool
+    rate_limiter: RateLimiter | None
+    rateLimiter: RateLimiter | None
+    connection_limiter: ConnectionLimiter | None
+    connectionLimiter: ConnectionLimiter | None
 
 
 class DSNDict(TypedDict, total=False):

@@ -22,11 +22,12 @@ JSON-serialisable result per message: ``status`` is ``"sent"`` (with ``accepted`
 ``"failed"`` (permanently) or ``"deferred"`` (temporary failures outlasted the retries).
 
 Idempotency, by Message-ID (a message without one is refused): before sending, the task claims
-the id (``SET NX`` with ``claim_ttl``); after the final 250 it records ``sent`` (with
+the id (``SET NX`` with ``claim_ttl``, refreshed every ``claim_ttl / 3`` while the message is on
+its way, so a dead worker's claims lapse soon); after the final 250 it records ``sent`` (with
 ``record_ttl``), before the task returns and so before a late ack. A redelivered task finds the
 record and reports ``duplicate``; a claim of another run in progress makes it retry later. The
 gap that remains: a worker killed after the server's 250 and before the record is written, or
-before its claim expires with the message possibly on the wire, sends that message again --
+with a message on the wire, sends that message again once its claim lapsed --
 at-least-once, for the messages in flight at the crash only.
 
 Retries: the whole batch is retried (``self.retry``) when a message failed temporarily (4xx,
@@ -40,8 +41,9 @@ import email.policy
 import email.utils
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, as_completed
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
@@ -102,7 +104,7 @@ class Mailer:
     pool_options: Callable[[], Mapping[str, Any]]
     store: Any  # a redis.Redis client: the delivered-ids record
     prefix: str = "rawsmtp:delivered:"
-    claim_ttl: float = 900.0
+    claim_ttl: float = 60.0
     record_ttl: float = 7 * 86400.0
     send_timeout: float = 600.0
     retry_delay: float = 30.0
@@ -143,10 +145,23 @@ class Mailer:
             item = messages[index]
             futures[pool.send(item["message"], item.get("envelope"))] = index
         retry = any(r.get("status") == "deferred" for r in results)
-        for future in as_completed(futures, timeout=self.send_timeout):
-            index = futures[future]
-            retry |= self._settle(ids[index], future, results[index])
+        deadline = time.monotonic() + self.send_timeout
+        while futures:
+            done, _ = wait(futures, timeout=self.claim_ttl / 3, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = futures.pop(future)
+                retry |= self._settle(ids[index], future, results[index])
+            if futures and time.monotonic() > deadline:
+                raise TimeoutError(f"{len(futures)} messages unsent after {self.send_timeout} s")
+            self._refresh(ids[index] for index in futures.values())
         return results, retry
+
+    def _refresh(self, ids: Iterable[str | None]) -> None:
+        """Keep the claims of messages still on their way (a dead worker's lapse)."""
+        pipe = self.store.pipeline(transaction=False)
+        for message_id in ids:
+            pipe.pexpire(self.prefix + str(message_id), _ms(self.claim_ttl))
+        pipe.execute()
 
     def _claim(self, ids: list[str | None], results: list[dict[str, Any]]) -> list[int]:
         """Claim each id (one round trip); fill the results of those already decided."""

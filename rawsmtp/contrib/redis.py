@@ -211,7 +211,8 @@ class RedisRateLimiter(_Refiller):
     Every client of one ``key`` must use the same ``delta`` (the pool's ``rate_delta``). The
     limit is the pool's ``rate_limit`` (lower while the pool is throttled: a throttled client
     then takes starts only while the shared window is below its own lower limit). ``lease``
-    is how long a leased start may wait for its MAIL; ``max_lease`` caps the starts one round
+    is how long a leased start is good for: it is spent in its first half, which leaves the
+    second for its MAIL to be written; ``max_lease`` caps the starts one round
     trip takes (default: a quarter of the limit), for fairness between clients.
     """
 
@@ -221,7 +222,7 @@ class RedisRateLimiter(_Refiller):
         key: str,
         *,
         delta: float = 1.0,
-        lease: float = 0.05,
+        lease: float = 0.1,
         max_lease: int | None = None,
         poll: float = 0.002,
     ) -> None:
@@ -246,7 +247,7 @@ class RedisRateLimiter(_Refiller):
     def acquire(self, now: float, n: int, limit: int) -> int:
         with self.lock:
             self._limit = limit
-            granted = min(n, self._left) if now < self._until - self.lease / 5 else 0
+            granted = min(n, self._left) if self._spendable(now) else 0
             self._left -= granted
             self._reserved.extend([self._until] * granted)
             if granted < n and self._want < n - granted:
@@ -269,9 +270,14 @@ class RedisRateLimiter(_Refiller):
 
     def next_free(self, now: float, limit: int) -> float | None:
         with self.lock:
-            if self._left and now < self._until - self.lease / 5:
+            if self._left and self._spendable(now):
                 return None
             return max(self.retry_at, self.full_until, now + self.poll)
+
+    def _spendable(self, now: float) -> bool:
+        """Whether the lease may still be spent: half of it is left for the MAIL to be written.
+        The clock is read again, since the loop's ``now`` dates from the start of its round."""
+        return max(now, time.monotonic()) < self._until - self.lease / 2
 
     # -- the thread's side ----------------------------------------------------------------------
 
@@ -287,7 +293,7 @@ class RedisRateLimiter(_Refiller):
             cap = self.max_lease or max(1, self._limit // 4)
             want = min(self._want, cap, self._limit)
             give_back = None
-            if self._left and time.monotonic() >= self._until - self.lease / 5:
+            if self._left and not self._spendable(0.0):
                 give_back = (self._lease_id, self._size - self._left, self._size)
                 self._left = 0  # the ended lease's rest is given back
             self._serial += 1

@@ -7,7 +7,9 @@ Until the engine calls ``job_started`` at MAIL, the pool counts a start at assig
 holds on the wire only while MAIL is written when the message is assigned, which a connection
 without PIPELINING does (a pipelined one may hold an assigned message behind the one before,
 and a MAIL written after its lease ended escapes the count): the server here offers no
-PIPELINING until then.
+PIPELINING until then. The lease is 0.2 s here: its second half (0.1 s) is what a MAIL may lag
+behind its lease on this shared, loaded machine, where stalls of 60 ms were seen (0.05 s
+leases let 102 MAILs into one second).
 """
 
 from __future__ import annotations
@@ -57,13 +59,13 @@ APP = (
 
     def options():
         client = redis.Redis.from_url(URL + "/3", socket_timeout=2)
-        limiters["rate"] = RedisRateLimiter(client, "test:rate", delta=1.0)
+        limiters["rate"] = RedisRateLimiter(client, "test:rate", delta=1.0, lease=0.2)
         limiters["cap"] = RedisConnectionSemaphore(client, "test:conn", limit=CAP, ttl=2.0)
         return dict(host="127.0.0.1", port=int(os.environ["TEST_SMTP_PORT"]), ignore_tls=True,
                     max_connections=CAP, rate_limit=LIMIT, idle_timeout=1.0,
                     rate_limiter=limiters["rate"], connection_limiter=limiters["cap"])
 
-    mailer = install(app, options, store, claim_ttl=3.0, retry_delay=1.0, max_retries=20)
+    mailer = install(app, options, store, claim_ttl=2.0, retry_delay=1.0, max_retries=20)
 
     @signals.task_postrun.connect
     def stats(**_):
@@ -158,9 +160,13 @@ class Run:
         return found
 
     def wait(self, ids: set[str], timeout: float) -> Counter[str]:
+        # Counting is cheap; parsing every message holds the GIL the server's thread needs to
+        # time MAIL commands as they arrive, so it is done once the count says so.
         deadline = time.monotonic() + timeout
-        while not ids <= set(self.delivered()) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        while time.monotonic() < deadline:
+            if len(self.server.messages) >= len(ids) and ids <= set(self.delivered()):
+                break
+            time.sleep(0.5)
         time.sleep(1.0)  # a late duplicate would show now
         return self.delivered()
 
@@ -248,13 +254,13 @@ def test_every_message_arrives_once_when_a_worker_is_killed(tmp_path: Path) -> N
             ids, found, figures = scenario(tmp_path, server, 4, 2000, kill_after=300)
             assert set(found) == ids  # none lost
             twice = {mid for mid, n in found.items() if n > 1}
-            # Only a message whose final reply died with the killed worker may come again.
+            print(f"sent twice: {len(twice)}")
+            # Only a message whose final reply died with the killed worker may come again: one of
+            # its copies went over a connection that ended without QUIT.
             ambiguous = unquitted(server)
-            assert all(
-                m.connection in ambiguous
-                for m in server.messages
-                if any(mid.encode() in m.data for mid in twice)
-            ), twice
+            for mid in twice:
+                copies = [m.connection for m in server.messages if mid.encode() in m.data]
+                assert any(connection in ambiguous for connection in copies), (mid, copies)
             assert len(twice) <= CAP
             assert figures["worst_window"] <= LIMIT
             assert figures["peak_connections"] <= CAP
