@@ -34,6 +34,8 @@ THIRD_PARTY = {
     "contrib/flask.py": {"flask", "flask_mailman"},
     "contrib/otel.py": {"opentelemetry"},
     "contrib/prometheus.py": {"prometheus_client"},
+    "contrib/redis.py": {"redis"},
+    "contrib/celery.py": {"celery", "redis"},
     "testing/pytest_plugin.py": {"pytest"},
 }
 TYPE_CHECKING_ONLY = "typing_extensions"

@@ -68,6 +68,8 @@ class Options:
     dkim: Callable[[Any], Any] | None = None  # a rawsmtp.dkim.Signatures
     keepalive: bool | float = True  # TCP keepalive: True (30 s idle), False, or idle seconds
     proxy_tls: ssl.SSLContext | dict[str, Any] | None = None  # an https:// proxy's, as ``tls``
+    rate_limiter: Any = None  # a rawsmtp.pool._limits.RateLimiter; needs rate_limit
+    connection_limiter: Any = None  # a rawsmtp.pool._limits.ConnectionLimiter
 
 
 Check = Callable[[str, Any], Any]
@@ -176,6 +178,19 @@ def _dkim(option: str, value: Any) -> Any:
     return signatures(value, option)
 
 
+def _limiter(kind: str) -> Check:
+    """The check that a value implements the limiter Protocol ``kind`` of the pool."""
+
+    def check(option: str, value: Any) -> Any:
+        from ..pool import _limits  # only now: the pool imports this module
+
+        if not isinstance(value, getattr(_limits, kind)):
+            raise _fail(option, f"must be a {kind} (acquire, release, next_free...), not {value!r}")
+        return value
+
+    return check
+
+
 def _anything(option: str, value: Any) -> Any:
     return value
 
@@ -244,6 +259,8 @@ _SPECS: dict[str, _Spec] = {
     "dkim": _Spec(_dkim, nullable=True),
     "keepalive": _Spec(_keepalive, text=_keepalive_text),
     "proxy_tls": _Spec(_tls, "proxyTLS", nullable=True),
+    "rate_limiter": _Spec(_limiter("RateLimiter"), "rateLimiter", nullable=True),
+    "connection_limiter": _Spec(_limiter("ConnectionLimiter"), "connectionLimiter", nullable=True),
 }
 assert set(_SPECS) == {f.name for f in fields(Options)}, "every option has exactly one row"
 
@@ -335,6 +352,8 @@ def make_options(**kwargs: Any) -> Options:
     checked = _check(values, spelled)
     if checked.get("ignore_tls") and checked.get("require_tls"):
         raise _fail(spelled["require_tls"], "ignore_tls and require_tls contradict each other")
+    if "rate_limiter" in checked and "rate_limit" not in checked:
+        raise _fail(spelled["rate_limiter"], "needs rate_limit (the starts it grants per window)")
     if "service" in checked:
         _apply_service(checked, spelled)
     # Nodemailer 10's default: implicit TLS on 465, submission with STARTTLS on 587.

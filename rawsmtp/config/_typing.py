@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import email.message
     import ssl
 
+    from ..pool._limits import ConnectionLimiter, RateLimiter
     from ..pool._observe import PoolEvent
 
 __all__ = [
@@ -98,6 +99,10 @@ class PoolOptions(TypedDict, total=False):
     pool: bool
     # a rawsmtp.dkim.DKIMSigner, a dict of its arguments, or a list of them
     dkim: Any
+    rate_limiter: RateLimiter | None
+    rateLimiter: RateLimiter | None
+    connection_limiter: ConnectionLimiter | None
+    connectionLimiter: ConnectionLimiter | None
 
 
 class DSNDict(TypedDict, total=False):

@@ -138,6 +138,8 @@ class PoolEngine:
             max_retries=o.max_retries,
             idle_timeout=o.idle_timeout,
             max_connection_age=o.max_connection_age,
+            rate_limiter=o.rate_limiter,
+            connection_limiter=o.connection_limiter,
         )
         self.sessions: dict[Session, None] = {}  # every open session, in opening order
         self._by_slot: dict[Slot, Session] = {}

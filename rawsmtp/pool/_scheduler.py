@@ -53,6 +53,11 @@ The rules it owns:
   connections idle for ``idle_timeout`` or older than ``max_connection_age`` are retired between
   messages.
 
+A :class:`~rawsmtp.pool._limits.ConnectionLimiter` (``connection_limiter=``) caps connections
+beyond the pool: a connection opens only on a lease from it, taken in ``decide`` and held by the
+slot until ``slot_failed``/``slot_closed``; refused, ``next_deadline`` asks again at its
+``next_free``.
+
 ``starts_at_mail=False`` (today's engine, until it calls ``job_started``) counts a start at
 assignment instead; ``slot_closed(..., setup_failed=True)`` is today's engine's report of a
 failed set-up, which also charges every queued job (its only bound without deadlines).
@@ -67,7 +72,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
 from itertools import count, islice
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:
+    from ._limits import ConnectionLimiter
 
 __all__ = ["Decisions", "Job", "RateLimiter", "Scheduler", "SlidingWindow", "Slot"]
 
@@ -103,6 +111,7 @@ class Slot:
     retiring: bool = False
     carried: bool = False  # a message got its final reply on it: the destination works
     epoch: int = 0  # the destination's back-off step when it was opened
+    lease: object = None  # its connection limiter's token, if there is a limiter
 
 
 @dataclass(slots=True)
@@ -115,6 +124,7 @@ class Decisions(Generic[JobT]):
     open: int = 0
 
 
+@runtime_checkable
 class RateLimiter(Protocol):
     """Grants message starts. A start is reserved at assignment, then either confirmed (its
     MAIL was written) or released (it went back unsent). Sans-I/O: time is passed in."""
@@ -200,6 +210,7 @@ class Scheduler(Generic[JobT]):
         throttle_quiet: float = 10.0,
         starts_at_mail: bool = False,
         rate_limiter: RateLimiter | None = None,
+        connection_limiter: ConnectionLimiter | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.max_connections = max_connections
@@ -215,6 +226,9 @@ class Scheduler(Generic[JobT]):
         self.throttle_quiet = throttle_quiet
         self.starts_at_mail = starts_at_mail
         self.limiter: RateLimiter = rate_limiter or SlidingWindow(rate_delta)
+        self.connection_limiter = connection_limiter
+        self._leases: list[object] = []  # taken by decide, handed to slot_opened
+        self._lease_refused = False  # the connection limiter said no: ask again at next_free
         self._uniform = (rng or random.Random()).uniform
         self._queue: deque[JobT] = deque()
         self._slots: list[Slot] = []
@@ -260,6 +274,8 @@ class Scheduler(Generic[JobT]):
 
     def slot_opened(self, now: float) -> Slot:
         slot = Slot(opened_at=now, idle_since=now, epoch=self._epoch)
+        if self._leases:
+            slot.lease = self._leases.pop()
         self._slots.append(slot)
         return slot
 
@@ -411,6 +427,10 @@ class Scheduler(Generic[JobT]):
                 times.append(expiry)
             if self._throttled:
                 times.append(self._quiet_since + self.throttle_quiet)
+            if self._lease_refused and self.connection_limiter is not None:
+                free = self.connection_limiter.next_free(now)
+                if free is not None:
+                    times.append(free)
         for slot in self._slots:
             if slot.ready and slot.in_flight == 0 and not slot.retiring:
                 if self.idle_timeout is not None:
@@ -520,6 +540,9 @@ class Scheduler(Generic[JobT]):
     def _remove(self, slot: Slot) -> None:
         if slot in self._slots:
             self._slots.remove(slot)
+            if slot.lease is not None and self.connection_limiter is not None:
+                self.connection_limiter.release(slot.lease)
+                slot.lease = None
 
     def _retire(self, now: float, retire: list[Slot]) -> None:
         usable = self._concurrency  # slots past it are surplus while throttled
@@ -618,4 +641,18 @@ class Scheduler(Generic[JobT]):
         # After a failed set-up, probe with one connection until a message gets through.
         if self._failures:
             room = min(room, 1 - opening)
-        return max(0, min(wanted, room))
+        return self._lease(max(0, min(wanted, room)), now)
+
+    def _lease(self, wanted: int, now: float) -> int:
+        """How many of ``wanted`` connections the connection limiter lets open."""
+        limiter = self.connection_limiter
+        self._lease_refused = False
+        if limiter is None:
+            return wanted
+        for granted in range(wanted):
+            token = limiter.acquire(now)
+            if token is None:
+                self._lease_refused = True
+                return granted
+            self._leases.append(token)
+        return wanted

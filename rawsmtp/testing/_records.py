@@ -33,7 +33,9 @@ class ReceivedMessage:
 
 @dataclass(frozen=True, slots=True)
 class CommandRecord:
-    """A command line as received (CR LF stripped), with the connection's number."""
+    """A command line as received (CR LF stripped), with the connection's number and when it
+    arrived (``time.monotonic()``)."""
 
     connection: int
     line: str
+    time: float = 0.0

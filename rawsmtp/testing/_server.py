@@ -40,6 +40,7 @@ class _Hub:
         self.errors: list[BaseException] = []
         self.connections = 0
         self.active = 0
+        self.peak = 0
         self._message_numbers = 0
 
     def policy(self, context: FaultContext) -> Fault | None:
@@ -47,7 +48,7 @@ class _Hub:
 
     def log_command(self, connection: int, line: str) -> None:
         with self.lock:
-            self.commands.append(CommandRecord(connection, line))
+            self.commands.append(CommandRecord(connection, line, time.monotonic()))
 
     def new_message_number(self) -> int:
         with self.lock:
@@ -67,6 +68,7 @@ class _Hub:
         with self.lock:
             self.connections += 1
             self.active += 1
+            self.peak = max(self.peak, self.active)
             return self.connections
 
     def disconnected(self) -> None:
@@ -168,6 +170,12 @@ class SMTPTestServer:
         """How many connections are open now."""
         with self._hub.lock:
             return self._hub.active
+
+    @property
+    def peak_connections(self) -> int:
+        """The most connections open at once so far."""
+        with self._hub.lock:
+            return self._hub.peak
 
     @property
     def errors(self) -> list[BaseException]:
