@@ -170,7 +170,9 @@ def deliver(
     message that cannot be rendered raises at once, as in the frameworks' own backends.
     """
     outgoing = [
-        (message.message().as_bytes(linesep="\r\n"), envelope_of(message))
+        # The email.message.Message itself: the pool flattens it (CR LF, UTF-8 headers under
+        # SMTPUTF8) whichever class this Django version builds.
+        (message.message(), envelope_of(message))
         for message in messages
         if message.recipients()
     ]

@@ -41,6 +41,7 @@ from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
 from ._engine import EngineFacade, PoolEngine, Submission
 from ._observe import PoolStats
 from ._stats import pool_stats
+from ._threads import daemon, start
 from ._transport import Transport, WriteBatch
 
 __all__ = ["SMTPPool"]
@@ -216,36 +217,46 @@ class _Loop:
 
     def post(self, action: _Action) -> None:
         """Run ``action(now)`` (or enqueue a Submission) on the loop thread, started if need be."""
+        inline: Callable[[], None] | None = None
         with self._inbox_lock:
             if not self._loop_done:
                 self._inbox.append(action)
                 if not self._wake_pending:
                     self._wake_pending = True
                     if self._thread is None:
-                        self._start()  # which drains the inbox first
+                        inline = self._start()  # which drains the inbox first
                     else:
                         # Under the lock: the thread closes this socket only after it saw
                         # the inbox empty under the lock (see _end_if_quiet).
                         with contextlib.suppress(OSError):
                             assert self._wake_w is not None
                             self._wake_w.send(b"\0")
-                return
+                if inline is None:
+                    return
+        if inline is not None:
+            inline()  # at interpreter shutdown: the loop runs here until it is quiet
+            return
         self._perform(action, time.monotonic())  # the loop has ended: nothing can be sent
 
-    def _start(self) -> None:
+    def _start(self) -> Callable[[], None] | None:
+        """Start the loop thread; at interpreter shutdown, return the loop for the caller to run."""
         selector = selectors.DefaultSelector()
         wake_r, self._wake_w = socket.socketpair()
         wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         selector.register(wake_r, selectors.EVENT_READ, None)
         self._selector = selector
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(selector, wake_r, self._wake_w),
-            name="rawsmtp-pool",
-            daemon=True,
-        )
-        self._thread.start()
+        wake_w = self._wake_w
+
+        def run() -> None:
+            self._run(selector, wake_r, wake_w)
+
+        self._thread = daemon(run, "rawsmtp-pool")
+        if start(self._thread):
+            return None
+        # At interpreter shutdown no thread may start (see _threads): the caller runs the loop.
+        self._thread = threading.current_thread()
+        return run
 
     def _run(
         self, selector: selectors.BaseSelector, wake_r: socket.socket, wake_w: socket.socket
@@ -382,9 +393,17 @@ class _Workers:
             self._jobs.append(job)
             if self._idle:
                 self._ready.notify()
-            elif self._threads < self._size:
-                self._threads += 1
-                threading.Thread(target=self._work, name="rawsmtp-worker", daemon=True).start()
+                return
+            if self._threads >= self._size:
+                return
+            self._threads += 1
+            if start(daemon(self._work, "rawsmtp-worker")):
+                return
+            self._threads -= 1
+            if self._threads:
+                return  # a worker still running takes it
+            self._jobs.remove(job)
+        job()  # at interpreter shutdown: on this thread (see _threads)
 
     def _work(self) -> None:
         while True:

@@ -37,6 +37,7 @@ from ._observe import (
     PoolStats,
     Throttled,
 )
+from ._threads import daemon, start
 
 if TYPE_CHECKING:
     from .._result import SendResult
@@ -174,8 +175,20 @@ class EventDispatcher:
             if self._running:
                 return
             self._running = True
-            self._thread = threading.Thread(target=self._run, name="rawsmtp-events", daemon=True)
-            self._thread.start()
+            self._thread = daemon(self._run, "rawsmtp-events")
+            if start(self._thread):
+                return
+            self._running, self._thread = False, None
+        self._drain()  # at interpreter shutdown: deliver on this thread (see _threads)
+
+    def _drain(self) -> None:
+        while not self._events.empty():
+            event = self._events.get()
+            if event is not None:
+                self._deliver(event)
+            with self._lock:
+                self._delivered += event is not None
+                self._lock.notify_all()
 
     def _run(self) -> None:
         while True:

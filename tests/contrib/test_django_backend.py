@@ -94,7 +94,9 @@ def test_attachments_alternatives_bcc_and_utf8_arrive_intact(django_mail: SMTPTe
     assert parsed_message["Subject"] == "Grüße aus Köln ✓"
     assert parsed_message["From"].addresses[0].display_name == "Jürgen"
     assert parsed_message.get_body(("plain",)).get_content() == "Plain text: naïve café\n"
-    assert parsed_message.get_body(("html",)).get_content() == "<p>HTML: naïve café</p>"
+    # Django 6 builds parts with email's modern API, which ends text content with a newline.
+    html = parsed_message.get_body(("html",)).get_content()
+    assert html.rstrip("\n") == "<p>HTML: naïve café</p>"
     attachments = {
         part.get_filename(): part.get_content() for part in parsed_message.iter_attachments()
     }
