@@ -20,7 +20,7 @@ from typing import Any, Unpack
 from .._errors import LocalProtocolError, SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
 from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
-from ._engine import EngineFacade, PoolEngine, Submission
+from ._engine import _UNSET, EngineFacade, PoolEngine, Submission
 from ._transport import Transport, WriteBatch
 
 __all__ = ["SMTPPool"]
@@ -42,19 +42,29 @@ class SMTPPool(EngineFacade):
 
     # -- public API -----------------------------------------------------------------------------
 
-    async def send(self, message: MessageInput, envelope: EnvelopeInput = None) -> SendResult:
+    async def send(
+        self,
+        message: MessageInput,
+        envelope: EnvelopeInput = None,
+        *,
+        deadline: float | None = None,
+        dkim: Any = _UNSET,
+    ) -> SendResult:
         """Send one message; returns its :class:`~rawsmtp.SendResult` or raises an SMTPError.
 
         Input that can never be sent raises a ``ValueError`` subclass at once. With
         ``max_queue`` set and the queue full, raises :class:`~rawsmtp.SMTPQueueFullError`.
-        Cancelling the call withdraws a message that has not started.
+        Cancelling the call withdraws a message that has not started. ``deadline`` and
+        ``dkim`` as for the synchronous pool's ``send``.
         """
         if not self._engine.closed:
             self._check_loop()
-        submission = self._engine.submit(message, envelope, block=False, timeout=0, on_loop=True)
+        submission = self._engine.submit(
+            message, envelope, block=False, timeout=0, on_loop=True, deadline=deadline, dkim=dkim
+        )
         if not isinstance(submission, Submission):
             return await asyncio.wrap_future(submission)
-        self._call(lambda now: self._engine.enqueue(submission))
+        self._call(lambda now: self._engine.enqueue(submission, now))
         try:
             return await asyncio.wrap_future(submission.future)
         except asyncio.CancelledError:

@@ -22,7 +22,7 @@ from typing import Any, Unpack
 from .._errors import SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
 from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
-from ._engine import EngineFacade, PoolEngine, Submission
+from ._engine import _UNSET, EngineFacade, PoolEngine, Submission
 from ._transport import Transport, WriteBatch
 
 __all__ = ["SMTPPool"]
@@ -58,16 +58,26 @@ class SMTPPool(EngineFacade):
         *,
         block: bool = True,
         timeout: float | None = None,
+        deadline: float | None = None,
+        dkim: Any = _UNSET,
     ) -> Future[SendResult]:
         """Queue a message; the future resolves to a :class:`SendResult` or an SMTPError.
 
         Input that can never be sent raises a ``ValueError`` subclass here, before anything is
         queued. With ``max_queue`` set and the queue full, waits (``block=True``, at most
-        ``timeout`` seconds) or raises :class:`SMTPQueueFullError`.
+        ``timeout`` seconds) or raises :class:`SMTPQueueFullError`. ``deadline`` (seconds)
+        replaces ``delivery_timeout`` for this message; ``dkim`` replaces the ``dkim`` option
+        (None: unsigned).
         """
         on_loop = self._thread is threading.current_thread()
         submission = self._engine.submit(
-            message, envelope, block=block, timeout=timeout, on_loop=on_loop
+            message,
+            envelope,
+            block=block,
+            timeout=timeout,
+            on_loop=on_loop,
+            deadline=deadline,
+            dkim=dkim,
         )
         if not isinstance(submission, Submission):
             return submission
@@ -199,7 +209,7 @@ class SMTPPool(EngineFacade):
 
     def _perform(self, action: Callable[[float], None] | Submission, now: float) -> None:
         if isinstance(action, Submission):
-            self._engine.enqueue(action)
+            self._engine.enqueue(action, now)
         else:
             action(now)
 

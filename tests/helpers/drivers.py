@@ -34,15 +34,23 @@ class AsyncioPool:
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def send(self, message: Any, envelope: Any = None) -> Future[rawsmtp.SendResult]:
+    def send(
+        self, message: Any, envelope: Any = None, **keywords: Any
+    ) -> Future[rawsmtp.SendResult]:
         if self._loop.is_closed():  # closed: the pool answers at once, on any loop
             future: Future[rawsmtp.SendResult] = Future()
             try:
-                future.set_result(asyncio.run(self._pool.send(message, envelope)))
+                future.set_result(asyncio.run(self._pool.send(message, envelope, **keywords)))
             except Exception as error:
                 future.set_exception(error)
             return future
-        return asyncio.run_coroutine_threadsafe(self._pool.send(message, envelope), self._loop)
+        return asyncio.run_coroutine_threadsafe(
+            self._pool.send(message, envelope, **keywords), self._loop
+        )
+
+    @property
+    def engine(self) -> Any:
+        return self._pool._engine
 
     def __repr__(self) -> str:
         return repr(self._pool)

@@ -337,10 +337,15 @@ class PoolHarness:
 
     # -- the test's calls -----------------------------------------------------------------------
 
-    def send(self, message: Any = MESSAGE, envelope: Any = None) -> Future[SendResult]:
-        submission = self.engine.submit(message, envelope, block=False, timeout=0, on_loop=True)
+    def send(
+        self, message: Any = MESSAGE, envelope: Any = None, **keywords: Any
+    ) -> Future[SendResult]:
+        """As SMTPPool.send (``deadline=``, ``dkim=`` too)."""
+        submission = self.engine.submit(
+            message, envelope, block=False, timeout=0, on_loop=True, **keywords
+        )
         if isinstance(submission, Submission):
-            self.engine.enqueue(submission)
+            self.engine.enqueue(submission, self.clock.now)
             return submission.future
         return submission
 
