@@ -505,7 +505,7 @@ class PoolEngine:
         elif self.scheduler.job_deferred(slot, submission, now, charge=charge):
             self._count_requeued()
         else:
-            self._fail(submission, error)
+            self._settle(submission, error)
 
     def _throttling(self, error: SMTPError, now: float) -> bool:
         """Does ``error`` say "too fast / too many"? Then slow down (and say so)."""
