@@ -191,6 +191,11 @@ def _patterns(option: str, value: Any) -> tuple[str | re.Pattern[str], ...]:
     return tuple(items)
 
 
+def _no_deadline_or(check: Check) -> Check:
+    """None given explicitly means none at all (a nullable option's None is its default)."""
+    return lambda option, value: None if value is None else check(option, value)
+
+
 def _anything(option: str, value: Any) -> Any:
     return value
 
@@ -250,7 +255,7 @@ _SPECS: dict[str, _Spec] = {
     "max_retries": _Spec(_Number(integer=True, low=0), "maxRetries", text=int),
     "retry_delay": _Spec(_SECONDS, text=float),
     "max_retry_delay": _Spec(_SECONDS, text=float),
-    "delivery_timeout": _Spec(_SECONDS, nullable=True, text=float),
+    "delivery_timeout": _Spec(_no_deadline_or(_SECONDS), text=float),
     "throttle_replies": _Spec(_patterns, text=lambda text: tuple(text.split(","))),
     "pipelining": _Spec(_choice("full", "envelope", "off"), text=str),
     "chunking_window": _count(None),

@@ -279,3 +279,31 @@ def test_send_dkim_overrides_the_pool_option() -> None:
     signed = plain.send(dkim={"domain": "x.test", "selector": "ed", "private_key": KEY})
     plain.run_until(signed.done, limit=10)
     assert plain.server.messages[0].data.startswith(b"DKIM-Signature:")
+
+
+def test_the_new_options_are_checked() -> None:
+    from rawsmtp.config._options import make_options
+
+    options = make_options(
+        pipelining="envelope",
+        retry_delay=0.5,
+        max_retry_delay=5,
+        delivery_timeout=None,
+        throttle_replies="slow down",
+        chunking_window=2,
+        chunking_window_bytes=4096,
+    )
+    assert (options.pipelining, options.delivery_timeout, options.throttle_replies) == (
+        "envelope",
+        None,
+        ("slow down",),
+    )
+    for bad in (
+        {"pipelining": "on"},
+        {"retry_delay": 0},
+        {"throttle_replies": [3]},
+        {"chunking_window": 0},
+    ):
+        with pytest.raises(rawsmtp.SMTPConfigError) as info:
+            make_options(**bad)
+        assert info.value.option == next(iter(bad))
