@@ -1,9 +1,9 @@
 """Seeded chaos: many messages through a server that misbehaves at every protocol point.
 
 At each point (connect, EHLO, MAIL, RCPT, DATA, BDAT, the final reply, RSET) one time in a
-hundred the server drops the connection, closes it with a 421, answers 4xx or 5xx (5xx only
-where it concerns one message: a 5xx set-up failure would rightly fail the whole queue), or
-goes silent (short timeouts end those). The pool must deliver at least 99 % of the messages,
+hundred the server drops the connection, closes it with a 421, answers 4xx, goes silent (short
+timeouts end those) or, a quarter as often, answers 5xx (only where it concerns one message: a
+5xx set-up failure would rightly fail the whole queue). The pool must deliver at least 99 % of the messages,
 fail every other future with a typed error, lose none (every future done), duplicate none
 (Message-IDs counted on the server's side) and hang on none.
 
@@ -57,7 +57,9 @@ class Chaos:
         with self.lock:
             if self.random.random() >= RATE:
                 return None
-            kinds = ["drop", "close", "4xx", "silent"] * 2  # 5xx half as often: each fails one
+            # A 5xx fails its message by design, and a drop or silence at the final reply
+            # leaves it unknown: 5xx come a quarter as often as each other kind.
+            kinds = ["drop", "close", "4xx", "silent"] * 4
             if context.point in PER_MESSAGE:
                 kinds.append("5xx")
             kind = self.random.choice(kinds)
@@ -130,5 +132,12 @@ def test_chaos(pool_factory: Callable[..., Any], seed: int) -> None:
     assert CHUNKING or outcomes["delivered"] >= 0.99 * MESSAGES
     typed = [f.exception() for f in futures if f.exception() is not None]
     assert all(isinstance(error, rawsmtp.SMTPError) for error in typed)
-    # Every delivered future's message is on the server, and nothing else is.
-    assert len(ids) == outcomes["delivered"]
+    # Every delivered message is on the server; of the others, only unknown ones may be.
+    numbers = {int(key.split(b".")[0]) for key in ids}
+    delivered = {n for n, f in enumerate(futures) if f.done() and f.exception() is None}
+    unknown = {
+        n
+        for n, f in enumerate(futures)
+        if isinstance(f.exception(), rawsmtp.SMTPDeliveryUnknownError)
+    }
+    assert delivered <= numbers <= delivered | unknown
