@@ -26,6 +26,12 @@ class SendResult:
     ``envelope_time``/``message_time`` are seconds spent on the envelope and on the body.
     ``capabilities`` maps each EHLO (LHLO) keyword of the connection that carried the message to
     its parameters (``{"SIZE": ("35882577",), "PIPELINING": ()}``), read-only.
+
+    Each recipient ends in ``accepted`` or ``rejected``, or, rarely, ``unconfirmed``: the
+    recipients a server deferred (4xx) while accepting others were sent the message again, in
+    a transaction of their own, until accepted, refused for good, out of retries or past the
+    deadline (their last 4xx is then their refusal); ``deferred`` lists them, whatever their
+    outcome. ``unconfirmed``: such a retry whose final reply was lost (they may have it).
     """
 
     accepted: tuple[str, ...]
@@ -38,6 +44,8 @@ class SendResult:
     envelope_time: float = 0.0
     message_time: float = 0.0
     capabilities: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: NO_CAPABILITIES)
+    deferred: tuple[str, ...] = ()
+    unconfirmed: tuple[str, ...] = ()
 
     @property
     def queue_id(self) -> str | None:

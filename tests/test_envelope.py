@@ -448,7 +448,7 @@ def test_the_server_receives_exactly_the_addresses(
     before = len(smtp.messages)
     outcome = _outcome(pool, message)
     needs_utf8 = not all(a.isascii() for a in (sender[1], *expected))
-    if needs_utf8 and "SMTPUTF8" not in smtp.settings.keywords:
+    if needs_utf8 and "SMTPUTF8" not in smtp.settings.session.keywords(tls=False):
         # Refused before MAIL, or (with the A-label fallback in the pool) sent as A-labels.
         if isinstance(outcome, rawsmtp.SMTPCapabilityError):
             assert len(smtp.messages) == before

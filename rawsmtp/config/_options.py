@@ -14,9 +14,10 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import SMTPConfigError
 from ..protocol import LocalProtocolError, validate_hostname
@@ -59,6 +60,13 @@ class Options:
     rate_delta: float = 1.0
     max_queue: int | None = None
     max_retries: int = 3
+    retry_delay: float = 1.0
+    max_retry_delay: float = 30.0
+    delivery_timeout: float | None = 600.0
+    throttle_replies: tuple[str | re.Pattern[str], ...] = ()  # added to THROTTLE_REPLIES
+    pipelining: Literal["full", "envelope", "off"] = "full"
+    chunking_window: int = 8
+    chunking_window_bytes: int = 1 << 20
     allow_insecure_auth: bool = False
     get_socket: Callable[[str, int], Any] | None = None
     service: str | None = None
@@ -191,6 +199,30 @@ def _limiter(kind: str) -> Check:
     return check
 
 
+def _choice(*choices: str) -> Check:
+    def check(option: str, value: Any) -> str:
+        if value not in choices:
+            raise _fail(option, f"must be one of {', '.join(map(repr, choices))}, not {value!r}")
+        return str(value)
+
+    return check
+
+
+def _patterns(option: str, value: Any) -> tuple[str | re.Pattern[str], ...]:
+    """Substrings (matched without case) or compiled regexes, in a list or tuple."""
+    items = (value,) if isinstance(value, str | re.Pattern) else value
+    if not isinstance(items, list | tuple) or not all(
+        (isinstance(item, str) and item) or isinstance(item, re.Pattern) for item in items
+    ):
+        raise _fail(option, f"must be a list of substrings or re.Pattern, not {value!r}")
+    return tuple(items)
+
+
+def _no_deadline_or(check: Check) -> Check:
+    """None given explicitly means none at all (a nullable option's None is its default)."""
+    return lambda option, value: None if value is None else check(option, value)
+
+
 def _anything(option: str, value: Any) -> Any:
     return value
 
@@ -250,6 +282,13 @@ _SPECS: dict[str, _Spec] = {
     "rate_delta": _seconds("rateDelta"),
     "max_queue": _count("maxQueue", nullable=True),
     "max_retries": _Spec(_Number(integer=True, low=0), "maxRetries", text=int),
+    "retry_delay": _Spec(_SECONDS, text=float),
+    "max_retry_delay": _Spec(_SECONDS, text=float),
+    "delivery_timeout": _Spec(_no_deadline_or(_SECONDS), text=float),
+    "throttle_replies": _Spec(_patterns, text=lambda text: tuple(text.split(","))),
+    "pipelining": _Spec(_choice("full", "envelope", "off"), text=str),
+    "chunking_window": _count(None),
+    "chunking_window_bytes": _count(None),
     "allow_insecure_auth": _Spec(_bool, "allowInsecureAuth", text=_flag_text),
     "get_socket": _Spec(_callable, "getSocket", nullable=True),
     "service": _Spec(_text, nullable=True, text=str),

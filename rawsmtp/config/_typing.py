@@ -10,8 +10,9 @@ Nothing here checks a value at run time: the option table does that.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict, Union
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypedDict, Union
 
 from .._message import Envelope
 from ..auth import Credentials
@@ -86,6 +87,13 @@ class PoolOptions(TypedDict, total=False):
     maxQueue: int | None
     max_retries: int
     maxRetries: int
+    retry_delay: float
+    max_retry_delay: float
+    delivery_timeout: float | None
+    throttle_replies: Sequence[str | re.Pattern[str]]
+    pipelining: Literal["full", "envelope", "off"]
+    chunking_window: int
+    chunking_window_bytes: int
     allow_insecure_auth: bool
     allowInsecureAuth: bool
     get_socket: Callable[[str, int], Any] | None

@@ -27,7 +27,7 @@ from typing import Any, Unpack
 from .._errors import LocalProtocolError, SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
 from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
-from ._engine import EngineFacade, PoolEngine, Submission
+from ._engine import _UNSET, EngineFacade, PoolEngine, Submission
 from ._observe import PoolStats
 from ._stats import pool_stats
 from ._transport import Transport, WriteBatch
@@ -53,7 +53,14 @@ class SMTPPool(EngineFacade):
 
     # -- public API -----------------------------------------------------------------------------
 
-    def send(self, message: MessageInput, envelope: EnvelopeInput = None) -> SendWaiter:
+    def send(
+        self,
+        message: MessageInput,
+        envelope: EnvelopeInput = None,
+        *,
+        deadline: float | None = None,
+        dkim: Any = _UNSET,
+    ) -> SendWaiter:
         """Queue one message; await the result for its :class:`~rawsmtp.SendResult` (or the
         SMTPError it failed with). Call it on the pool's loop.
 
@@ -61,12 +68,14 @@ class SMTPPool(EngineFacade):
         without a task each. Input that can never be sent raises a ``ValueError`` subclass
         here. With ``max_queue`` set and the queue full, raises
         :class:`~rawsmtp.SMTPQueueFullError`. Cancelling the future withdraws a message that
-        has not started.
+        has not started. ``deadline`` and ``dkim`` as for the synchronous pool's ``send``.
         """
         engine = self._engine
         if not engine.closed:
             self._check_loop()
-        submission = engine.submit(message, envelope, block=False, timeout=0, on_loop=True)
+        submission = engine.submit(
+            message, envelope, block=False, timeout=0, on_loop=True, deadline=deadline, dkim=dkim
+        )
         if not isinstance(submission, Submission):  # the pool is closed: failed already
             waiter = SendWaiter(submission)
             waiter(submission)
@@ -75,7 +84,7 @@ class SMTPPool(EngineFacade):
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         submission.future.add_done_callback(waiter)
-        self._guarded(lambda now: engine.enqueue(submission))
+        self._guarded(lambda now: engine.enqueue(submission, now))
         return waiter
 
     async def verify(self) -> bool:

@@ -12,9 +12,11 @@ Sessions come from an injected factory, so tests can run the engine over scripte
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -24,9 +26,12 @@ from .._errors import (
     SMTPConnectionError,
     SMTPDeliveryUnknownError,
     SMTPPoolClosedError,
+    SMTPProxyError,
     SMTPQueueFullError,
+    SMTPRecipientsRefusedError,
+    SMTPTimeoutError,
 )
-from .._message import PreparedMessage, prepare_message
+from .._message import Envelope, PreparedMessage, prepare_message
 from .._result import NO_REJECTIONS, SendResult, capabilities_of
 from ..config._options import Options
 from ..protocol import (
@@ -42,13 +47,36 @@ from ..protocol import (
     Transaction,
 )
 from ._future import SendFuture
+from ._observe import Throttled
 from ._scheduler import Job, Scheduler, Slot
 from ._session import Session, SessionSettings, as_smtp_error
 from ._stats import Telemetry, closed, delivered, failed, opened, retries, started
 from ._transport import IOServices
 from ._wiring import make_socket_plan, pool_options, session_settings
 
-__all__ = ["Driver", "EngineFacade", "PoolEngine", "SessionFactory", "Submission"]
+__all__ = [
+    "THROTTLE_REPLIES",
+    "Driver",
+    "EngineFacade",
+    "PoolEngine",
+    "SessionFactory",
+    "Submission",
+]
+
+# Replies that mean "too fast" or "too many", searched in "<code> <text>" of a 4xx reply (the
+# text starts with the enhanced code): the server is fine and the message is not at fault, so
+# the pool slows down instead of charging it. The throttle_replies option adds to these.
+THROTTLE_REPLIES: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(pattern, re.IGNORECASE)
+    for pattern in (
+        r"^4(21|51|54) 4\.7\.",  # policy limits: Gmail's 421-4.7.28 and 454 4.7.0
+        r"^4(21|32) 4\.3\.2",  # "not accepting messages": Office 365's 432, "too busy"
+        r"throttl",  # Amazon SES: 454 Throttling failure
+        r"too (fast|busy|many (connections|concurrent|sessions|messages))",
+        r"rate.?limit",
+    )
+)
+_UNSET: Any = object()  # send(dkim=...) not given: the pool's option applies
 
 # Builds a session (tests pass one that runs over a scripted transport).
 SessionFactory = Callable[[Any, IOServices, SessionSettings, float], Session]
@@ -65,16 +93,26 @@ class Driver(IOServices, Protocol):
 
 @dataclass(slots=True, eq=False, kw_only=True)
 class Submission(Job):
-    """A message on its way (the scheduler's job): what the caller gave, its future, timings."""
+    """A message on its way (the scheduler's job): what the caller gave, its future, timings.
+
+    After a delivery that some recipients deferred (4xx), the job goes round again to those
+    alone (``retry_to``): ``accepted`` gathers the recipients accepted so far, ``rejected``
+    every other one with its latest refusal, and ``delivered`` keeps the delivery's result."""
 
     prepared: PreparedMessage
     future: SendFuture[SendResult]
+    timeout: float | None = None  # send(deadline=): seconds from entering the queue
     assigned_at: float = 0.0
     body_at: float = 0.0
     body_started: bool = False
     sent_bytes: int = 0
     last_error: SMTPError | None = field(default=None, repr=False)
     running: bool = False  # the future was moved to RUNNING (only the loop does that)
+    retry_to: Envelope | None = field(default=None, repr=False)
+    accepted: tuple[str, ...] = ()
+    rejected: dict[str, SMTPResponseError] = field(default_factory=dict, repr=False)
+    delivered: SendResult | None = field(default=None, repr=False)
+    retried: tuple[str, ...] = ()  # recipients sent again alone after a 4xx
     submitted_at: float = field(default_factory=time.monotonic)  # send()'s time, its thread
     connection_id: int | None = None  # the session of its latest attempt
     # Where it is being sent, for a cancel() before its final dot (see cancel_future).
@@ -107,11 +145,23 @@ class Submission(Job):
             yield chunk
 
 
-def _permanent(error: SMTPError | None) -> bool:
-    """Set-up failures that will not go away by retrying: fail the queue at once."""
-    if isinstance(error, SMTPAuthenticationError | SMTPTLSError | LocalProtocolError):
+def _permanent(error: SMTPError) -> bool:
+    """Set-up failures that will not go away by retrying: fail the queue at once (5xx, failed
+    credentials or no usable mechanism, TLS verification or require_tls, misconfiguration)."""
+    if isinstance(error, SMTPTLSError | LocalProtocolError):
         return True
+    if isinstance(error, SMTPProxyError):  # the proxy refused our credentials, or its TLS
+        if isinstance(error.__cause__, SMTPTLSError):
+            return True
+        return error.reply_code is not None and "authentication" in error.message
+    if isinstance(error, SMTPAuthenticationError):
+        return not (error.code is not None and 400 <= error.code < 500)  # 454: try again
     return isinstance(error, SMTPResponseError) and (error.code or 0) >= 500
+
+
+def _temporary(errors: Mapping[str, SMTPResponseError]) -> tuple[str, ...]:
+    """The recipients refused with a 4xx: worth another try."""
+    return tuple(address for address, error in errors.items() if error.is_temporary)
 
 
 class PoolEngine:
@@ -136,10 +186,17 @@ class PoolEngine:
             rate_limit=o.rate_limit,
             rate_delta=o.rate_delta,
             max_retries=o.max_retries,
+            retry_delay=o.retry_delay,
+            max_retry_delay=o.max_retry_delay,
+            delivery_timeout=o.delivery_timeout,
             idle_timeout=o.idle_timeout,
             max_connection_age=o.max_connection_age,
             rate_limiter=o.rate_limiter,
             connection_limiter=o.connection_limiter,
+        )
+        self._throttle_replies: tuple[re.Pattern[str], ...] = THROTTLE_REPLIES + tuple(
+            item if isinstance(item, re.Pattern) else re.compile(re.escape(item), re.IGNORECASE)
+            for item in o.throttle_replies
         )
         self.sessions: dict[Session, None] = {}  # every open session, in opening order
         self._by_slot: dict[Slot, Session] = {}
@@ -155,6 +212,7 @@ class PoolEngine:
         self.idle = True
         self.idle_callbacks: list[Callable[[], None]] = []
         self._verifying: dict[Session, Future[bool]] = {}
+        self._last_error: SMTPError | None = None  # the latest connection failure
         self._cancellable: dict[Future[SendResult], Submission] = {}  # queued, not started
         # Shared by every future of the pool (see SendFuture); the bound method is made once.
         self._futures_lock = threading.RLock()
@@ -170,18 +228,42 @@ class PoolEngine:
     # -- the caller's side (any thread) ---------------------------------------------------------
 
     def submit(
-        self, message: Any, envelope: Any, *, block: bool, timeout: float | None, on_loop: bool
+        self,
+        message: Any,
+        envelope: Any,
+        *,
+        block: bool,
+        timeout: float | None,
+        on_loop: bool,
+        deadline: float | None = None,
+        dkim: Any = _UNSET,
     ) -> Submission | Future[SendResult]:
         """Prepare and count a message; the driver then hands the Submission to :meth:`enqueue`.
 
-        Returns an already failed future instead when the pool is closed.
+        Returns an already failed future instead when the pool is closed or the message's
+        source could not be read. ``deadline``: seconds it may wait in the queue (the
+        ``delivery_timeout`` option when None); ``dkim`` replaces the pool's ``dkim`` option.
         """
         future: SendFuture[SendResult] = SendFuture(self._futures_lock, self._withdraw)
         if self.closed:
             future.set_exception(SMTPPoolClosedError("the pool is closed"))
             return future
-        prepared = prepare_message(message, envelope, self.options.dkim)
-        submission = Submission(prepared=prepared, future=future)
+        if deadline is not None and not deadline > 0:
+            raise LocalProtocolError(f"deadline must be a number of seconds > 0, not {deadline!r}")
+        if dkim is _UNSET:
+            signer = self.options.dkim
+        elif dkim is None:
+            signer = None
+        else:
+            from ..dkim import signatures  # only when asked for, as the option does
+
+            signer = signatures(dkim)
+        try:
+            prepared = prepare_message(message, envelope, signer)
+        except SMTPConnectionError as error:  # the source failed while read: not a misuse
+            future.set_exception(error)
+            return future
+        submission = Submission(prepared=prepared, future=future, timeout=deadline)
         # The condition's own lock, entered directly: Condition.__enter__ is Python code, and
         # this runs for every message.
         with self._counting:
@@ -213,12 +295,14 @@ class PoolEngine:
 
     # -- the loop's side ------------------------------------------------------------------------
 
-    def enqueue(self, submission: Submission) -> None:
+    def enqueue(self, submission: Submission, now: float) -> None:
         if self.stopping:
             self._count_dequeued()
             self._fail(submission, SMTPPoolClosedError("the pool is closed"))
             return
-        self.scheduler.submit(submission)
+        if submission.timeout is not None:
+            submission.deadline = now + submission.timeout
+        self.scheduler.submit(submission, now)
         self._cancellable[submission.future] = submission  # until its outcome
 
     def cancel_future(self, future: Future[SendResult], now: float) -> None:
@@ -241,6 +325,9 @@ class PoolEngine:
         by_slot = self._by_slot
         for slot in decisions.retire:
             by_slot[slot].quit(now)
+        for submission in decisions.expire:
+            self._count_dequeued()
+            self._expired(submission)
         for slot, submission in decisions.assign:
             self._count_dequeued()
             self._assign(by_slot[slot], submission, now)
@@ -314,36 +401,57 @@ class PoolEngine:
         assert isinstance(session.slot, Slot)
         self.scheduler.slot_ready(session.slot, now, window=window)
 
+    def message_started(self, session: Session, transaction: Transaction, now: float) -> None:
+        """Its MAIL FROM is on the wire (its body is asked for): the rate limit counts it."""
+        self.scheduler.job_started(transaction.tag, now)  # type: ignore[arg-type]
+
     def message_done(
         self, session: Session, event: MessageAccepted | MessageFailed, now: float
     ) -> None:
         submission: Submission = event.transaction.tag  # type: ignore[assignment]
-        self._finish_slot(session, now)
-        self._cancellable.pop(submission.future, None)
-        if isinstance(event, MessageFailed):
+        slot = session.slot
+        assert isinstance(slot, Slot)
+        scheduler = self.scheduler
+        if isinstance(event, MessageFailed) and isinstance(event.error, SMTPCapabilityError):
+            scheduler.job_finished(slot, now, submission, carried=False)  # nothing was written
             self._fail(submission, event.error)
             return
-        prepared = submission.prepared
-        accepted = event.accepted
-        if accepted == event.transaction.recipients:  # the usual case: share the envelope's
-            accepted = event.transaction.recipients
-        result = SendResult(
-            accepted=accepted,
-            rejected=tuple(event.rejected),
-            rejected_errors=MappingProxyType(dict(event.rejected))
-            if event.rejected
-            else NO_REJECTIONS,
-            response=str(event.reply),
-            envelope=prepared.envelope,
-            message_id=prepared.message_id,
-            message_size=prepared.size if prepared.size is not None else submission.sent_bytes,
-            envelope_time=max(0.0, submission.body_at - submission.assigned_at),
-            message_time=max(0.0, now - submission.body_at),
-            capabilities=capabilities_of(session.core),
-        )
-        if not submission.future.done():
-            self._emit(delivered(session, submission, result, now))
-            submission.future.set_result(result)
+        scheduler.job_started(submission, now)  # refused before its body: MAIL went out
+        if isinstance(event, MessageFailed) and event.pipelining_refused:
+            self._pipelining_refused(session, now)
+            self._defer(slot, submission, event.error, now, charge=False)
+            return
+        if isinstance(event, MessageAccepted):
+            self._delivered(session, submission, event, now)
+        deferred, error = self._to_retry(submission, event)
+        if not deferred:
+            scheduler.job_finished(slot, now, submission)
+            self._settle(submission, error)
+            return
+        if len(deferred) < len(event.transaction.recipients):
+            submission.retry_to = dataclasses.replace(
+                submission.prepared.envelope, rcpt_to=deferred
+            )
+            submission.retried += tuple(a for a in deferred if a not in submission.retried)
+        assert error is not None
+        self._defer(slot, submission, error, now, charge=not self._throttling(session, error, now))
+
+    @staticmethod
+    def _to_retry(
+        submission: Submission, event: MessageAccepted | MessageFailed
+    ) -> tuple[tuple[str, ...], SMTPError | None]:
+        """The recipients to try again (those a 4xx deferred), and the error to report."""
+        if isinstance(event, MessageAccepted):
+            deferred = _temporary(event.rejected)
+            return deferred, event.rejected[deferred[0]] if deferred else None
+        error = event.error
+        if isinstance(error, SMTPRecipientsRefusedError):
+            submission.rejected.update(error.rejected)
+            return _temporary(error.rejected), error
+        submission.last_error = error
+        if isinstance(error, SMTPResponseError) and error.is_temporary:
+            return event.transaction.recipients, error
+        return (), error
 
     def session_closed(
         self, session: Session, event: ConnectionClosed, now: float, *, setup_failed: bool
@@ -357,7 +465,10 @@ class PoolEngine:
             return
         error = event.error
         self._emit(closed(session, error, self.telemetry.carried(session.id), now))
+        if error is not None:
+            self._last_error = error
         for transaction in event.unconfirmed:
+            self.scheduler.job_started(transaction.tag, now)  # type: ignore[arg-type]
             self._fail(
                 transaction.tag,  # type: ignore[arg-type]
                 SMTPDeliveryUnknownError(
@@ -365,46 +476,183 @@ class PoolEngine:
                     "it may have been delivered, so it is not resent"
                 ),
             )
-        requeue = self._requeue(event.unsent, error)
-        assert isinstance(session.slot, Slot)
-        del self._by_slot[session.slot]
-        charge_setup = setup_failed and error is not None and not self.stopping
-        exhausted = self.scheduler.slot_closed(
-            session.slot, now, requeue=requeue, setup_failed=charge_setup
-        )
-        if charge_setup and _permanent(error):
-            exhausted += self.scheduler.drain()
-        for job in exhausted:
+        requeue = self._requeue(event.unsent, error, now)
+        attempts = {id(job): job.attempts for job in requeue}
+        slot = session.slot
+        assert isinstance(slot, Slot)
+        del self._by_slot[slot]
+        if error is None or self.stopping:
+            failed = self.scheduler.slot_closed(slot, now, requeue=requeue)
+        else:
+            if event.pipelining_refused:
+                self._pipelining_refused(session, now)
+            throttled = self._throttling(session, error, now)
+            failed = self.scheduler.slot_failed(
+                slot,
+                now,
+                requeue=requeue,
+                permanent=setup_failed and _permanent(error),
+                charge=not (throttled or event.pipelining_refused),
+            )
+        for job in failed:
             self._count_dequeued()
-            reason = error or job.last_error
-            self._fail(job, reason or SMTPConnectionError("could not send the message"))
-        for retry in retries(requeue, error, now):
-            self._emit(retry)
+            self._fail(job, error or job.last_error or SMTPConnectionError("not sent"))
+        for job in requeue:  # charged only where the scheduler took an attempt
+            for retry in retries((job,), error, now, charged=job.attempts > attempts[id(job)]):
+                self._emit(retry)
 
     def _requeue(
-        self, unsent: tuple[Transaction, ...], error: SMTPError | None
+        self, unsent: tuple[Transaction, ...], error: SMTPError | None, now: float
     ) -> list[Submission]:
         """Messages the server never committed go back to the queue, unless they cannot."""
         requeue: list[Submission] = []
         for transaction in unsent:
             submission: Submission = transaction.tag  # type: ignore[assignment]
-            submission.last_error = error
+            # Its MAIL may be out: counting it errs on the safe side of the rate limit.
+            self.scheduler.job_started(submission, now)
+            submission.last_error = error or submission.last_error
             if submission.body_started and not submission.prepared.restartable:
                 self._fail(submission, error or SMTPConnectionError("connection lost"))
             elif not self.stopping:
                 requeue.append(submission)
-                with self.lock:
-                    self._entered += 1
+                self._count_requeued()
             else:
                 self._fail(submission, SMTPPoolClosedError("the pool is closed"))
         return requeue
+
+    # -- the failure policy ---------------------------------------------------------------------
+
+    def _defer(
+        self, slot: Slot, submission: Submission, error: SMTPError, now: float, *, charge: bool
+    ) -> None:
+        """Back to the queue on the same connection's terms; fail it when out of attempts."""
+        submission.last_error = error
+        if self.stopping:
+            self.scheduler.job_finished(slot, now, submission)
+            self._fail(submission, SMTPPoolClosedError("the pool is closed"))
+        elif self.scheduler.job_deferred(slot, submission, now, charge=charge):
+            self._count_requeued()
+            for retry in retries((submission,), error, now, charged=charge):
+                self._emit(retry)
+        else:
+            self._settle(submission, error)
+
+    def _throttling(self, session: Session, error: SMTPError, now: float) -> bool:
+        """Does ``error`` say "too fast / too many"? Then slow down (and say so)."""
+        if not (isinstance(error, SMTPResponseError) and error.is_temporary):
+            return False
+        text = f"{error.code} {error.response or ''}"
+        if not any(pattern.search(text) for pattern in self._throttle_replies):
+            return False
+        scheduler = self.scheduler
+        scheduler.throttled(now)
+        # The event is logged (WARNING), counted in stats() and given to on_event.
+        self._emit(
+            Throttled(
+                connection_id=session.id,
+                reply=text,
+                max_connections=scheduler.effective_connections,
+                rate_limit=scheduler.effective_rate_limit,
+                time=now,
+            )
+        )
+        return True
+
+    def _pipelining_refused(self, session: Session, now: float) -> None:
+        """The server refused what followed an accepted end: new sessions pipeline envelopes."""
+        core = session.core
+        if core is None or core.pipelining != "envelope" or self.settings.pipelining != "full":
+            return
+        self.settings = dataclasses.replace(self.settings, pipelining="envelope")
+        self.log.warning(
+            "%s refuses commands pipelined after the end of a message: "
+            "pipelining envelopes only from now on",
+            self.options.host,
+        )
+        if isinstance(session.slot, Slot):
+            self.scheduler.slot_ready(session.slot, now, window=core.window)
+
+    def _delivered(
+        self, session: Session, submission: Submission, event: MessageAccepted, now: float
+    ) -> None:
+        """Record a delivery: the message's result, for the recipients it reached so far."""
+        prepared = submission.prepared
+        accepted, rejected = event.accepted, event.rejected
+        if rejected or submission.rejected:  # refusals of this and earlier attempts
+            for address in accepted:
+                submission.rejected.pop(address, None)
+            submission.rejected.update(rejected)
+            rejected = submission.rejected
+        if submission.accepted:
+            accepted = submission.accepted + accepted
+        elif accepted == event.transaction.recipients:  # the usual case: share the envelope's
+            accepted = event.transaction.recipients
+        submission.accepted = accepted
+        submission.delivered = SendResult(
+            accepted=accepted,
+            rejected=tuple(rejected),
+            rejected_errors=MappingProxyType(dict(rejected)) if rejected else NO_REJECTIONS,
+            response=str(event.reply),
+            envelope=prepared.envelope,
+            message_id=prepared.message_id,
+            message_size=prepared.size if prepared.size is not None else submission.sent_bytes,
+            envelope_time=max(0.0, submission.body_at - submission.assigned_at),
+            message_time=max(0.0, now - submission.body_at),
+            capabilities=capabilities_of(session.core),
+            deferred=submission.retried,
+        )
+
+    def _settle(self, submission: Submission, error: SMTPError | None) -> None:
+        """Every recipient has its final outcome: resolve the future."""
+        result = submission.delivered
+        if result is not None:
+            if submission.retried:  # the refusals may have changed since
+                result = self._result(submission)
+            self._cancellable.pop(submission.future, None)
+            if not submission.future.done():
+                self._emit(delivered(submission, result, time.monotonic()))
+                submission.future.set_result(result)
+            return
+        if isinstance(error, SMTPRecipientsRefusedError) and submission.retried:
+            # Every attempt refused: report every recipient's refusal, not the last attempt's.
+            error = SMTPRecipientsRefusedError(
+                "all recipients were refused", rejected=dict(submission.rejected)
+            )
+        assert error is not None
+        self._fail(submission, error)
+
+    def _result(self, submission: Submission, unconfirmed: tuple[str, ...] = ()) -> SendResult:
+        """The delivery's result with each recipient's final outcome."""
+        delivered = submission.delivered
+        assert delivered is not None
+        rejected = submission.rejected
+        for address in unconfirmed:
+            rejected.pop(address, None)
+        return dataclasses.replace(
+            delivered,
+            rejected=tuple(rejected),
+            rejected_errors=MappingProxyType(dict(rejected)) if rejected else NO_REJECTIONS,
+            deferred=submission.retried,
+            unconfirmed=unconfirmed,
+        )
+
+    def _expired(self, submission: Submission) -> None:
+        if submission.delivered is not None:  # delivered in part: the rest stays refused
+            self._settle(submission, None)
+            return
+        timeout = SMTPTimeoutError(
+            "the message's deadline passed before it could be delivered", phase="queue"
+        )
+        # What kept it from going: its own last failure, else the destination's.
+        timeout.__cause__ = submission.last_error or self._last_error
+        self._fail(submission, timeout)
 
     # -- helpers --------------------------------------------------------------------------------
 
     def _assign(self, session: Session, submission: Submission, now: float) -> None:
         if not submission.start():  # cancelled while queued
             self._cancellable.pop(submission.future, None)
-            self._finish_slot(session, now)
+            self._finish_slot(session, submission, now)
             return
         submission.assigned_at = now
         submission.connection_id = session.id
@@ -414,17 +662,23 @@ class PoolEngine:
         try:
             session.send(transaction, now)
         except SMTPCapabilityError as error:
-            self._finish_slot(session, now)
+            self._finish_slot(session, submission, now)
             self._fail(submission, error)
 
     def _transaction_for(self, submission: Submission, session: Session) -> Transaction:
         prepared, core = submission.prepared, session.core
         assert core is not None
         offered = core.extensions
+        if prepared.smtputf8 and not offered.smtputf8:
+            # Domains have an ASCII form (A-labels); without one the capability error stands.
+            ascii_form = prepared.without_smtputf8()
+            if ascii_form is not None:
+                submission.prepared = prepared = ascii_form
         eight_bit = prepared.eight_bit
         if eight_bit is None:  # a stream we could not scan: declare 8BITMIME where offered
             eight_bit = offered.eightbitmime
-        return prepared.envelope.transaction(
+        envelope = submission.retry_to or prepared.envelope
+        return envelope.transaction(
             size=prepared.size,
             body="8BITMIME" if eight_bit else None,
             smtputf8=prepared.utf8_headers and offered.smtputf8,
@@ -465,13 +719,27 @@ class PoolEngine:
                 except Exception:
                     self.log.exception("on_idle callback failed")
 
-    def _finish_slot(self, session: Session, now: float) -> None:
+    def _finish_slot(self, session: Session, submission: Submission, now: float) -> None:
         if isinstance(session.slot, Slot):
-            self.scheduler.job_finished(session.slot, now)
+            self.scheduler.job_finished(session.slot, now, submission, carried=False)
+
+    def _count_requeued(self) -> None:
+        with self.lock:
+            self._entered += 1
 
     def _fail(self, submission: Submission, error: SMTPError) -> None:
+        """The message is over without (further) delivery; a message delivered to some of its
+        recipients resolves with its result all the same (unknown ones in ``unconfirmed``)."""
         self._cancellable.pop(submission.future, None)
         if submission.future.done() or not submission.start():
+            return
+        if submission.delivered is not None:
+            retry_to = submission.retry_to
+            unknown = isinstance(error, SMTPDeliveryUnknownError) and retry_to is not None
+            unconfirmed = retry_to.rcpt_to if unknown and retry_to is not None else ()
+            result = self._result(submission, unconfirmed)
+            self._emit(delivered(submission, result, time.monotonic()))
+            submission.future.set_result(result)
             return
         self._emit(failed(submission, error))
         submission.future.set_exception(error)

@@ -57,10 +57,6 @@ A :class:`~rawsmtp.pool._limits.ConnectionLimiter` (``connection_limiter=``) cap
 beyond the pool: a connection opens only on a lease from it, taken in ``decide`` and held by the
 slot until ``slot_failed``/``slot_closed``; refused, ``next_deadline`` asks again at its
 ``next_free``.
-
-``starts_at_mail=False`` (today's engine, until it calls ``job_started``) counts a start at
-assignment instead; ``slot_closed(..., setup_failed=True)`` is today's engine's report of a
-failed set-up, which also charges every queued job (its only bound without deadlines).
 """
 
 from __future__ import annotations
@@ -208,7 +204,6 @@ class Scheduler(Generic[JobT]):
         idle_timeout: float | None = 300.0,
         max_connection_age: float | None = None,
         throttle_quiet: float = 10.0,
-        starts_at_mail: bool = False,
         rate_limiter: RateLimiter | None = None,
         connection_limiter: ConnectionLimiter | None = None,
         rng: random.Random | None = None,
@@ -224,7 +219,6 @@ class Scheduler(Generic[JobT]):
         self.idle_timeout = idle_timeout
         self.max_connection_age = max_connection_age
         self.throttle_quiet = throttle_quiet
-        self.starts_at_mail = starts_at_mail
         self.limiter: RateLimiter = rate_limiter or SlidingWindow(rate_delta)
         self.connection_limiter = connection_limiter
         self._leases: list[object] = []  # taken by decide, handed to slot_opened
@@ -296,13 +290,16 @@ class Scheduler(Generic[JobT]):
         self._vacate(slot, now)
         if job is not None:
             self._unreserve(job)
-        if carried and not slot.carried:
-            slot.carried = True
-            self._failures, self._delay, self._reopen_at = 0, 0.0, 0.0
+        if carried:
+            self._carried(slot)
 
     def job_deferred(self, slot: Slot, job: JobT, now: float, *, charge: bool = True) -> bool:
-        """The job goes back to the queue; its connection stays. False: out of attempts."""
+        """The job goes back to the queue; its connection stays. False: out of attempts.
+
+        The server answered the transaction: as :meth:`job_finished`, that proves the
+        destination healthy."""
         self._vacate(slot, now)
+        self._carried(slot)
         return not self._requeue((job,), now, charge=charge)
 
     def slot_failed(
@@ -312,41 +309,25 @@ class Scheduler(Generic[JobT]):
         *,
         requeue: Sequence[JobT] = (),
         permanent: bool = False,
+        charge: bool = True,
     ) -> list[JobT]:
         """The connection ended by an error (see the module docstring). Returns the jobs to
-        fail: all of them when ``permanent``, else those out of attempts."""
+        fail: all of them when ``permanent``, else those out of attempts. ``charge=False``: the
+        server said why, and it was not the messages' fault (throttling, a refused pipeline)."""
         self._remove(slot)
         if permanent:
             for job in requeue:
                 self._unreserve(job)
             return [*requeue, *self.drain()]
         if slot.carried:
-            return self._requeue(requeue, now, charge=True)
+            return self._requeue(requeue, now, charge=charge)
         self._destination_failed(slot, now)
         return self._requeue(requeue, now, charge=False)
 
-    def slot_closed(
-        self,
-        slot: Slot,
-        now: float,
-        *,
-        requeue: Sequence[JobT] = (),
-        setup_failed: bool = False,
-    ) -> list[JobT]:
-        """A connection ended cleanly; ``requeue`` (not completely sent) is charged.
-
-        ``setup_failed=True`` is today's engine's report of any failed set-up: the destination
-        backs off and, that engine setting no deadlines, every queued job is charged too."""
+    def slot_closed(self, slot: Slot, now: float, *, requeue: Sequence[JobT] = ()) -> list[JobT]:
+        """A connection ended cleanly; ``requeue`` (not completely sent) is charged."""
         self._remove(slot)
-        exhausted = self._requeue(requeue, now, charge=True)
-        if setup_failed:
-            self._destination_failed(slot, now)
-            for job in list(self._queue):
-                if not self._charge(job, now):
-                    job.queued = False
-                    self._queue.remove(job)
-                    exhausted.append(job)
-        return exhausted
+        return self._requeue(requeue, now, charge=True)
 
     def throttled(self, now: float) -> None:
         """A reply said "too fast" or "too many": halve the effective concurrency and rate."""
@@ -518,6 +499,12 @@ class Scheduler(Generic[JobT]):
         self._delay = self._backoff(self._delay)
         self._reopen_at = now + self._delay
 
+    def _carried(self, slot: Slot) -> None:
+        """A message got a final reply on ``slot``: the destination works."""
+        if not slot.carried:
+            slot.carried = True
+            self._failures, self._delay, self._reopen_at = 0, 0.0, 0.0
+
     def _recover(self, now: float) -> None:
         """Additive increase: one connection and a tenth of the rate per quiet period."""
         periods = int((now - self._quiet_since) // self.throttle_quiet)
@@ -577,10 +564,7 @@ class Scheduler(Generic[JobT]):
             slot.in_flight += 1
             slot.started += 1
             if rate is not None:
-                if self.starts_at_mail:
-                    job.reserved = True
-                else:
-                    self.limiter.confirm(now)
+                job.reserved = True
             assign.append((slot, job))
 
     def _eligible(self, now: float, *, limit: int) -> list[JobT]:

@@ -38,7 +38,7 @@ from typing import Any, Unpack
 from .._errors import SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
 from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
-from ._engine import EngineFacade, PoolEngine, Submission
+from ._engine import _UNSET, EngineFacade, PoolEngine, Submission
 from ._observe import PoolStats
 from ._stats import pool_stats
 from ._threads import daemon, start
@@ -68,17 +68,28 @@ class SMTPPool(EngineFacade):
         *,
         block: bool = True,
         timeout: float | None = None,
+        deadline: float | None = None,
+        dkim: Any = _UNSET,
     ) -> Future[SendResult]:
         """Queue a message; the future resolves to a :class:`SendResult` or an SMTPError.
 
         Input that can never be sent raises a ``ValueError`` subclass here, before anything is
         queued. With ``max_queue`` set and the queue full, waits (``block=True``, at most
-        ``timeout`` seconds) or raises :class:`SMTPQueueFullError`. ``future.cancel()`` withdraws
-        the message until its final dot is handed out (see the README).
+        ``timeout`` seconds) or raises :class:`SMTPQueueFullError`. ``deadline`` (seconds)
+        replaces ``delivery_timeout`` for this message; ``dkim`` replaces the ``dkim`` option
+        (None: unsigned).
+        ``future.cancel()`` withdraws the message until its final dot is handed out (see the
+        README).
         """
         loop = self._loop
         submission = self._engine.submit(
-            message, envelope, block=block, timeout=timeout, on_loop=loop.on_loop()
+            message,
+            envelope,
+            block=block,
+            timeout=timeout,
+            on_loop=loop.on_loop(),
+            deadline=deadline,
+            dkim=dkim,
         )
         if not isinstance(submission, Submission):
             return submission
@@ -320,7 +331,7 @@ class _Loop:
 
     def _perform(self, action: _Action, now: float) -> None:
         if isinstance(action, Submission):
-            self.engine.enqueue(action)
+            self.engine.enqueue(action, now)
         else:
             action(now)
 

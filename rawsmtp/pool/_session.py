@@ -71,12 +71,20 @@ class SessionSettings(TransportSettings):
         Callable[[ClientConnection, str, bool, bytes | None], tuple[SASLMechanism, ...]] | None
     )
     renewable: bool  # a failed token may be renewed and tried once more
+    pipelining: Literal["full", "envelope", "off"] = "full"
+    chunking_window: int = 8
+    chunking_window_bytes: int = 1 << 20
 
 
 class SessionReports(Protocol):
     """What a session reports to (the engine); ``now`` is the driver's clock."""
 
     def session_ready(self, session: Session, window: int, now: float) -> None: ...
+
+    def message_started(self, session: Session, transaction: Transaction, now: float) -> None:
+        """The transaction's MAIL FROM has been handed to the transport (its body is asked
+        for, which comes after its MAIL on the wire)."""
+        ...
 
     def message_done(
         self, session: Session, event: MessageAccepted | MessageFailed, now: float
@@ -167,6 +175,9 @@ class Session:
             ClientConfig(
                 local_hostname=self.transport.ehlo_name(),
                 lmtp=settings.lmtp,
+                pipelining=settings.pipelining,
+                chunking_window=settings.chunking_window,
+                chunking_window_bytes=settings.chunking_window_bytes,
                 starttls="never" if tls else settings.starttls,
                 tls_active=tls,
                 greeting_timeout=settings.greeting_timeout,
@@ -299,6 +310,7 @@ class Session:
             self._body_transaction = event.transaction
             self._body = iter(job.chunks(now))
             self.transport.streaming = True
+            self.reports.message_started(self, event.transaction, now)
         elif isinstance(event, MessageAccepted | MessageFailed):
             self.reports.message_done(self, event, now)
         elif isinstance(event, Ready):
@@ -358,10 +370,7 @@ class Session:
     def _become_ready(self, now: float) -> None:
         assert self.core is not None
         self._ready = True
-        # Three in flight let a pipelining server see each body's dot and the next message's
-        # commands in one write: one round trip per message (the next is queued in the core).
-        window = 3 if self.core.extensions.pipelining else 1
-        self.reports.session_ready(self, window, now)
+        self.reports.session_ready(self, self.core.window, now)
 
     def _on_closed(self, event: ConnectionClosed, now: float) -> None:
         self._closed = True

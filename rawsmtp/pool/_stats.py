@@ -94,12 +94,11 @@ def started(session: Session, submission: Submission, now: float) -> MessageStar
     )
 
 
-def delivered(
-    session: Session, submission: Submission, result: SendResult, now: float
-) -> MessageDelivered:
+def delivered(submission: Submission, result: SendResult, now: float) -> MessageDelivered:
+    assert submission.connection_id is not None  # set when it was assigned
     return MessageDelivered(
         message_id=result.message_id,
-        connection_id=session.id,
+        connection_id=submission.connection_id,
         result=result,
         elapsed=max(0.0, now - submission.submitted_at),
         time=now,

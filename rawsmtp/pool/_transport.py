@@ -282,7 +282,7 @@ class Transport:
         try:
             done = layer.handshake()
         except SMTPError as error:
-            self._fail(SMTPProxyError(f"TLS to the proxy failed: {error}"), now)
+            self._fail(_proxy_tls_failed(error), now)
             return
         self._sendbuf += layer.take_outgoing()
         if done:
@@ -430,7 +430,7 @@ class Transport:
                 return layer.receive(data)
             layer.receive(data)
         except SMTPError as error:
-            self._fail(SMTPProxyError(f"TLS to the proxy failed: {error}"), now)
+            self._fail(_proxy_tls_failed(error), now)
             return b""
         self._advance_proxy_tls(now)
         return b""
@@ -584,3 +584,11 @@ def tune_socket(sock: socket.socket, keepalive: float | None) -> None:
 def _is_ssl_socket(sock: socket.socket | None) -> bool:
     ssl = sys.modules.get("ssl")  # an SSLSocket cannot exist before ssl is imported
     return ssl is not None and isinstance(sock, ssl.SSLSocket)
+
+
+def _proxy_tls_failed(error: SMTPError) -> SMTPProxyError:
+    """The proxy's TLS failed: a proxy error, caused by the TLS one (a verification failure
+    stays permanent for the failure policy)."""
+    failure = SMTPProxyError(f"TLS to the proxy failed: {error}")
+    failure.__cause__ = error
+    return failure

@@ -60,6 +60,9 @@ def session_settings(options: Options) -> SessionSettings:
         logger=logger,
         authenticator=_authenticator(options),
         renewable=_renewable(options),
+        pipelining=options.pipelining,
+        chunking_window=options.chunking_window,
+        chunking_window_bytes=options.chunking_window_bytes,
     )
 
 

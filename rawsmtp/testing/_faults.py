@@ -85,6 +85,10 @@ class Fault:
     - ``"close"``: send ``reply`` (default a 421) and close.
     - ``"garbage"``: send ``payload`` (non-SMTP bytes by default), then ignore input.
     - ``"endless"``: send one line that never ends until the client closes or the server stops.
+
+    ``then_refuse``: every command read in the same segment as this point's (after it) gets
+    this reply instead, as Haraka answers 503 to commands pipelined after the dot; with
+    ``on="DATA_END"`` and no ``reply`` the message itself is accepted.
     """
 
     on: str = "*"
@@ -96,6 +100,7 @@ class Fault:
     delay: float = 0.0
     inject: bytes = b""
     payload: bytes = DEFAULT_GARBAGE
+    then_refuse: str | None = None
 
     def __post_init__(self) -> None:
         if self.on.upper() not in POINTS:
@@ -111,8 +116,9 @@ class Fault:
             for line in self.reply.split("\n"):
                 if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
                     raise ValueError(f"reply line must start with a 3-digit code: {line!r}")
-        if self.action == "reply" and self.reply is None and not self.delay and not self.inject:
-            raise ValueError("a 'reply' fault needs a reply, a delay or inject bytes")
+        idle = self.reply is None and not self.delay and not self.inject
+        if self.action == "reply" and idle and self.then_refuse is None:
+            raise ValueError("a 'reply' fault needs a reply, a delay, inject or then_refuse")
 
     def matches(self, context: FaultContext) -> bool:
         """Whether this rule applies at ``context`` (``nth`` aside: the policy counts that)."""

@@ -69,6 +69,8 @@ class Session:
         self.message_number = 0
         self.answered = 0  # LMTP: recipients of this message answered so far
         self.delivered: list[str] = []  # LMTP: those answered 250
+        self.reads = 0  # segments read so far
+        self.refusing: tuple[int, str] | None = None  # (segment, reply): see Fault.then_refuse
 
     async def run(self) -> None:
         try:
@@ -80,6 +82,7 @@ class Session:
                 if event is NEED_DATA:
                     await self._flush()
                     self.machine.receive_data(await self.reader.read(_READ_SIZE))
+                    self.reads += 1
                 else:
                     await self._handle(event)
         except (_End, ConnectionError, ssl.SSLError):
@@ -192,11 +195,16 @@ class Session:
         if line is not None:
             self.hub.log_command(self.number, line)
         points = self._points(event, line)
+        if line is not None and self.refusing is not None and self.refusing[0] == self.reads:
+            self._reply(event, self.refusing[1], None)
+            return
         if event.verb == "MAIL" and points:
             self.message_number = self.hub.new_message_number()
         pending: Fault | None = None
         for point, argument in points:
             fault = await self.checkpoint(point, argument)
+            if fault is not None and fault.then_refuse is not None:
+                self.refusing = (self.reads, fault.then_refuse)
             if fault is not None and fault.refuses:
                 assert fault.reply is not None
                 self._reply(event, fault.reply, fault)

@@ -23,7 +23,7 @@ import pytest
 from rawsmtp.testing import Fault, SMTPTestServer
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = 16
+FILES = 40  # more than the pool holds in flight (2 connections x a CHUNKING window of 9)
 
 
 def _write_files(folder: Path) -> dict[str, str]:

@@ -26,19 +26,28 @@ class Case:
     pool: dict[str, Any] = field(default_factory=dict)
     to: tuple[str, ...] = ("r@x.test",)
     code: int | None = None
+    cause: type[Exception] | None = None  # a set-up failure: the deadline's cause
+
+
+def setup_failure(server: dict[str, Any], cause: type[Exception], **more: Any) -> Case:
+    """A temporary set-up failure charges no message: the message's deadline ends it."""
+    pool = {"delivery_timeout": 2.5, **more.pop("pool", {})}
+    return Case(server, rawsmtp.SMTPTimeoutError, pool=pool, cause=cause, **more)
 
 
 CASES = {
-    "slow-greeting": Case({"faults": [Fault(on="CONNECT", delay=3)]}, rawsmtp.SMTPTimeoutError),
+    "slow-greeting": setup_failure(
+        {"faults": [Fault(on="CONNECT", delay=3)]}, rawsmtp.SMTPTimeoutError
+    ),
     "refused-greeting": Case(
         {"faults": [Fault(on="CONNECT", reply="554 5.7.1 go away")]},
         rawsmtp.SMTPResponseError,
         code=554,
     ),
-    "421-greeting": Case(
+    "421-greeting": setup_failure(
         {"faults": [Fault(on="CONNECT", action="close")]}, rawsmtp.SMTPResponseError, code=421
     ),
-    "silent-greeting": Case(
+    "silent-greeting": setup_failure(
         {"faults": [Fault(on="CONNECT", action="silent")]}, rawsmtp.SMTPTimeoutError
     ),
     # With CHUNKING the body went out pipelined with MAIL: its fate is unknown, never resent.
@@ -52,14 +61,16 @@ CASES = {
         {"faults": [Fault(on="DATA_END", delay=3)]}, rawsmtp.SMTPDeliveryUnknownError
     ),
     "short-delay-after-data": Case({"faults": [Fault(on="DATA_END", delay=0.3)]}, None),
-    "garbage": Case({"faults": [Fault(on="EHLO", action="garbage")]}, rawsmtp.RemoteProtocolError),
-    "endless-line": Case(
+    "garbage": setup_failure(
+        {"faults": [Fault(on="EHLO", action="garbage")]}, rawsmtp.RemoteProtocolError
+    ),
+    "endless-line": setup_failure(
         {"faults": [Fault(on="EHLO", action="endless")]}, rawsmtp.RemoteProtocolError
     ),
     "endless-line-after-data": Case(
         {"faults": [Fault(on="DATA_END", action="endless")]}, rawsmtp.SMTPDeliveryUnknownError
     ),
-    "starttls-injection": Case(
+    "starttls-injection": setup_failure(
         {"tls": True, "faults": [Fault(on="STARTTLS", inject=b"250 injected\r\n")]},
         rawsmtp.RemoteProtocolError,
         pool={"tls": {"ca_file": CA_FILE}, "ignore_tls": False},
@@ -136,8 +147,13 @@ def test_pool_ends_each_fault_with_a_typed_error_or_a_requeue(
             else:
                 with pytest.raises(case.expect) as info:
                     future.result(timeout=10)
+                error: Any = info.value
+                if case.cause is not None:
+                    assert error.phase == "queue"
+                    error = error.__cause__
+                    assert isinstance(error, case.cause), error
                 if case.code is not None:
-                    assert info.value.code == case.code  # type: ignore[attr-defined]
+                    assert error.code == case.code
         assert time.monotonic() - started < 10
         assert server.errors == []
     # At most as many as before: a thread left by an earlier test may end meanwhile.

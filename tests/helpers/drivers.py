@@ -35,9 +35,11 @@ class AsyncioPool:
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    def send(self, message: Any, envelope: Any = None) -> Future[rawsmtp.SendResult]:
+    def send(
+        self, message: Any, envelope: Any = None, **keywords: Any
+    ) -> Future[rawsmtp.SendResult]:
         async def send() -> rawsmtp.SendResult:
-            return await self._pool.send(message, envelope)
+            return await self._pool.send(message, envelope, **keywords)
 
         if self._loop.is_closed():  # closed: the pool answers at once, on any loop
             future: Future[rawsmtp.SendResult] = Future()
@@ -47,6 +49,10 @@ class AsyncioPool:
                 future.set_exception(error)
             return future
         return asyncio.run_coroutine_threadsafe(send(), self._loop)
+
+    @property
+    def engine(self) -> Any:
+        return self._pool._engine
 
     def __repr__(self) -> str:
         return repr(self._pool)

@@ -66,12 +66,15 @@ class Received:
 
 @dataclass(slots=True)
 class Rule:
-    """At ``point``: send ``reply`` instead of the normal reply, or ``drop`` the connection.
-    ``nth`` fires on the n-th match only (counted from 1), ``connection`` on that one only."""
+    """At ``point``: send ``reply`` instead of the normal reply, or ``drop`` the connection;
+    ``then`` is a further reply in the same segment, after which the server closes (an EHLO
+    answer and a 421 read at once). ``nth`` fires on the n-th match only (counted from 1),
+    ``connection`` on that one only."""
 
     point: str
     reply: str | None = None
     drop: bool = False
+    then: str | None = None
     nth: int | None = None
     connection: int | None = None
     seen: int = 0
@@ -96,13 +99,21 @@ class _Peer:
     mail_from: str | None = None
     rcpt_to: list[str] = field(default_factory=list)
     closed: bool = False
+    after_dot: bool = False  # in the segment that carried a dot (see refuses_after_dot)
 
 
 class FakeServer:
     """A small SMTP server over bytes: normal replies, unless a :class:`Rule` says otherwise."""
 
-    def __init__(self, capabilities: tuple[str, ...] = ("PIPELINING", "8BITMIME")) -> None:
+    def __init__(
+        self,
+        capabilities: tuple[str, ...] = ("PIPELINING", "8BITMIME"),
+        *,
+        refuses_after_dot: bool = False,
+    ) -> None:
         self.capabilities = capabilities
+        # Haraka-like: 503 to every command read in the same segment as a message's dot.
+        self.refuses_after_dot = refuses_after_dot
         self.rules: list[Rule] = []
         self.commands: list[tuple[int, str, float]] = []
         self.messages: list[Received] = []
@@ -115,10 +126,11 @@ class FakeServer:
         *,
         reply: str | None = None,
         drop: bool = False,
+        then: str | None = None,
         nth: int | None = None,
         connection: int | None = None,
     ) -> Rule:
-        rule = Rule(point, reply=reply, drop=drop, nth=nth, connection=connection)
+        rule = Rule(point, reply=reply, drop=drop, then=then, nth=nth, connection=connection)
         self.rules.append(rule)
         return rule
 
@@ -135,10 +147,12 @@ class FakeServer:
 
     def receive(self, peer: _Peer, data: bytes) -> None:
         peer.buffer += data
+        peer.after_dot = False
         while not peer.closed:
             if peer.in_data:
                 if not self._take_body(peer):
                     return
+                peer.after_dot = self.refuses_after_dot
                 continue
             end = peer.buffer.find(b"\r\n")
             if end < 0:
@@ -146,6 +160,9 @@ class FakeServer:
             line = peer.buffer[:end].decode()
             del peer.buffer[: end + 2]
             self.commands.append((peer.number, line, self.clock.now))
+            if peer.after_dot:
+                self._write(peer, "503 5.5.1 pipelined after the end of data")
+                continue
             self._command(peer, line)
 
     # -- the protocol ---------------------------------------------------------------------------
@@ -158,14 +175,18 @@ class FakeServer:
             normal = "\n".join(["250-fake.test", *(f"250-{c}" for c in self.capabilities)])
             normal = normal[: normal.rfind("250-")] + "250 " + normal[normal.rfind("250-") + 4 :]
         elif verb == "MAIL":
-            if not self._answer(peer, verb, normal):
-                return
-            peer.mail_from, peer.rcpt_to = argument.partition(":")[2].split(" ")[0][1:-1], []
+            peer.mail_from, peer.rcpt_to = None, []
+            if self._answer(peer, verb, normal):
+                peer.mail_from = argument.partition(":")[2].split(" ")[0][1:-1]
             return
         elif verb == "RCPT":
-            if self._answer(peer, verb, normal):
+            if peer.mail_from is None:  # as real servers do: no transaction, no recipient
+                self._write(peer, "503 5.5.1 need MAIL first")
+            elif self._answer(peer, verb, normal):
                 peer.rcpt_to.append(argument.partition(":")[2].split(" ")[0][1:-1])
             return
+        elif verb == "AUTH":
+            normal = "235 2.7.0 authenticated"
         elif verb == "DATA":
             normal = "354 go ahead" if peer.rcpt_to else "554 no valid recipients"
             if self._answer(peer, verb, normal) and peer.rcpt_to:
@@ -207,18 +228,17 @@ class FakeServer:
 
     def _answer(self, peer: _Peer, point: str, normal: str | None) -> bool:
         """Reply (by rule or normally); True when the normal (successful) reply went out."""
-        for rule in self.rules:
-            if rule.matches(point, peer.number):
-                if rule.drop:
-                    peer.closed = True
-                    return False
-                if rule.reply is not None:
-                    self._write(peer, rule.reply)
-                    return rule.reply[0] in "23"
-                break
-        if normal is not None:
-            self._write(peer, normal)
-        return True
+        rule = next((rule for rule in self.rules if rule.matches(point, peer.number)), None)
+        if rule is not None and rule.drop:
+            peer.closed = True
+            return False
+        reply = rule.reply if rule is not None and rule.reply is not None else normal
+        if reply is not None:
+            self._write(peer, reply)
+        if rule is not None and rule.then is not None:
+            self._write(peer, rule.then)
+            peer.closed = True
+        return rule is None or rule.reply is None or rule.reply[0] in "23"
 
     @staticmethod
     def _write(peer: _Peer, reply: str) -> None:
@@ -241,6 +261,7 @@ class MemoryTransport:
         self.outbox = bytearray()
         self._closed = False
         self._eof_told = False
+        self.opened_at: float | None = None  # when the server accepted it
 
     @property
     def phase(self) -> str:
@@ -255,6 +276,7 @@ class MemoryTransport:
         if self._closed:
             return
         self.peer = self.harness.server.accept()
+        self.opened_at = now
         self.harness.transports.append(self)
         if self.peer.closed and not self.peer.output:  # dropped at CONNECT
             self._closed = True
@@ -337,10 +359,15 @@ class PoolHarness:
 
     # -- the test's calls -----------------------------------------------------------------------
 
-    def send(self, message: Any = MESSAGE, envelope: Any = None) -> Future[SendResult]:
-        submission = self.engine.submit(message, envelope, block=False, timeout=0, on_loop=True)
+    def send(
+        self, message: Any = MESSAGE, envelope: Any = None, **keywords: Any
+    ) -> Future[SendResult]:
+        """As SMTPPool.send (``deadline=``, ``dkim=`` too)."""
+        submission = self.engine.submit(
+            message, envelope, block=False, timeout=0, on_loop=True, **keywords
+        )
         if isinstance(submission, Submission):
-            self.engine.enqueue(submission)
+            self.engine.enqueue(submission, self.clock.now)
             return submission.future
         return submission
 

@@ -23,14 +23,29 @@ def test_a_drop_before_the_dot_is_retried_on_a_new_connection() -> None:
     assert len(server.verbs("MAIL")) == 2
 
 
-def test_a_drop_before_the_dot_is_not_retried_past_max_retries() -> None:
+def test_a_4xx_to_the_dot_is_not_retried_past_max_retries() -> None:
     server = FakeServer()
-    server.on("DATA", drop=True)
+    server.on("DATA_END", reply="451 4.3.0 try later")
     pool = PoolHarness(server, max_connections=1, max_retries=2)
     future = pool.send()
     pool.run_until(future.done, limit=600)
-    assert isinstance(future.exception(), rawsmtp.SMTPDisconnectedError)
-    assert server.connections == 3 and server.messages == []  # first try + 2 retries
+    error = future.exception()
+    assert isinstance(error, rawsmtp.SMTPResponseError) and error.code == 451
+    assert server.connections == 1 and len(server.verbs("MAIL")) == 3  # first try + 2 retries
+
+
+def test_a_drop_on_every_first_message_is_bounded_by_the_deadline() -> None:
+    """Sessions that end before carrying a message are the destination's health: nothing is
+    charged, the destination backs off, and the deadline bounds the message."""
+    server = FakeServer()
+    server.on("DATA", drop=True)
+    pool = PoolHarness(server, max_connections=1, delivery_timeout=60, max_retry_delay=8)
+    future = pool.send()
+    pool.run_until(future.done, limit=600)
+    error = future.exception()
+    assert isinstance(error, rawsmtp.SMTPTimeoutError) and error.phase == "queue"
+    assert isinstance(error.__cause__, rawsmtp.SMTPDisconnectedError)
+    assert 5 <= server.connections <= 60 and server.messages == []
 
 
 def test_connections_are_recycled_after_max_messages() -> None:

@@ -90,12 +90,14 @@ def test_a_silent_proxy_times_out_in_the_proxy_phase() -> None:
             port=25,
             proxy=f"socks5h://127.0.0.1:{listener.getsockname()[1]}",
             connection_timeout=0.5,
-            max_retries=0,
+            delivery_timeout=1.0,  # a failed set-up charges no message: the deadline ends it
         ) as pool:
             future = pool.send(b"From: s@example.org\r\nTo: x@example.test\r\n\r\nx\r\n")
             with pytest.raises(rawsmtp.SMTPTimeoutError) as info:
                 future.result(timeout=10)
-        assert info.value.phase == "proxy"
+        assert info.value.phase == "queue"
+        cause = info.value.__cause__
+        assert isinstance(cause, rawsmtp.SMTPTimeoutError) and cause.phase == "proxy"
     finally:
         listener.close()
         for sock in accepted:
@@ -117,8 +119,13 @@ def test_an_unreachable_proxy_is_a_proxy_error() -> None:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]  # nothing listens once the probe is closed
     with rawsmtp.SMTPPool(
-        host="mx.example.test", port=25, proxy=f"socks5h://127.0.0.1:{closed_port}", max_retries=0
+        host="mx.example.test",
+        port=25,
+        proxy=f"socks5h://127.0.0.1:{closed_port}",
+        delivery_timeout=0.5,
     ) as pool:
         future = pool.send(b"From: s@example.org\r\nTo: x@example.test\r\n\r\nx\r\n")
-        with pytest.raises(rawsmtp.SMTPProxyError, match="could not reach the proxy"):
+        with pytest.raises(rawsmtp.SMTPTimeoutError) as info:
             future.result(timeout=10)
+    assert isinstance(info.value.__cause__, rawsmtp.SMTPProxyError)
+    assert "could not reach the proxy" in str(info.value.__cause__)

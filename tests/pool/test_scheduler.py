@@ -38,7 +38,8 @@ def run_pool(
             decisions = scheduler.decide(now)
             for _ in range(decisions.open):
                 scheduler.slot_ready(scheduler.slot_opened(now), now, window=2)
-            for slot, _job in decisions.assign:
+            for slot, job in decisions.assign:
+                scheduler.job_started(job, now)  # MAIL written at once here
                 starts.append(now)
                 finishing.append((now + service_time, slot))
         now = round(now + step, 6)
@@ -139,21 +140,19 @@ def test_requeue_is_bounded_with_backoff() -> None:
     assert scheduler.pending == 0
 
 
-def test_failed_setup_charges_the_queue_and_probes_with_one_connection() -> None:
+def test_failed_setup_charges_nothing_and_probes_with_one_connection() -> None:
     scheduler: Scheduler[Job] = Scheduler(max_connections=5, max_retries=1, retry_delay=1.0)
     jobs = [scheduler.submit(Job()) for _ in range(3)]
     assert scheduler.decide(0.0).open == 3
     slots = [scheduler.slot_opened(0.0) for _ in range(3)]
-    assert scheduler.slot_closed(slots[0], 0.0, requeue=[], setup_failed=True) == []
-    assert all(job.attempts == 1 for job in jobs)
-    scheduler.slot_closed(slots[1], 0.0, requeue=[])
-    scheduler.slot_closed(slots[2], 0.0, requeue=[])
+    for slot in slots:  # in flight together: one back-off step
+        assert scheduler.slot_failed(slot, 0.0) == []
+    assert all(job.attempts == 0 for job in jobs)
     assert scheduler.decide(0.5).open == 0  # backing off before reconnecting
     assert scheduler.decide(1.0).open == 1  # then one probe, not a stampede
     probe = scheduler.slot_opened(1.0)
-    exhausted = scheduler.slot_closed(probe, 1.0, requeue=[], setup_failed=True)
-    assert set(map(id, exhausted)) == set(map(id, jobs))
-    assert scheduler.pending == 0
+    assert scheduler.slot_failed(probe, 1.0) == []
+    assert scheduler.pending == 3 and all(job.attempts == 0 for job in jobs)
 
 
 def test_cancel_removes_a_queued_job_only() -> None:

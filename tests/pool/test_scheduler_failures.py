@@ -251,7 +251,6 @@ def test_no_window_holds_more_than_rate_limit_starts_written(
         max_retries=1000,
         retry_delay=0.01,
         max_retry_delay=0.05,
-        starts_at_mail=True,
         rng=random.Random(0),
     )
     for _ in range(60):
@@ -308,9 +307,7 @@ def test_no_window_holds_more_than_rate_limit_starts_written(
 
 def test_many_connections_cannot_overshoot_when_mail_is_written_late() -> None:
     """The reported case: 10 connections, MAIL written after assignment, rate_limit=200."""
-    scheduler: Scheduler[Job] = Scheduler(
-        max_connections=10, max_messages=10**6, rate_limit=200, starts_at_mail=True
-    )
+    scheduler: Scheduler[Job] = Scheduler(max_connections=10, max_messages=10**6, rate_limit=200)
     slots = [ready_slot(scheduler, 0.0, window=50) for _ in range(10)]
     for _ in range(2000):
         scheduler.submit(Job(), 0.0)
