@@ -131,10 +131,13 @@ def test_a_refused_connection_fails_before_any_connection(
     with server:
         port = server.port
     recorder = Recorder()
-    pool = pool_factory(host="127.0.0.1", port=port, max_retries=0, on_event=recorder)
+    # A refused connection is the destination's failure: retried until the deadline, which
+    # then fails the message with the refusal as its cause (the failure policy).
+    pool = pool_factory(host="127.0.0.1", port=port, delivery_timeout=0.5, on_event=recorder)
     with pool:
-        with pytest.raises(rawsmtp.SMTPConnectionError):
+        with pytest.raises(rawsmtp.SMTPTimeoutError) as error:
             pool.send(message(1)).result(timeout=10)
+        assert isinstance(error.value.__cause__, rawsmtp.SMTPConnectionError)
         stats = pool.stats()
     assert recorder.of(ConnectionOpened) == [] and recorder.of(MessageStarted) == []
     (closed,) = recorder.of(ConnectionClosed)
