@@ -127,8 +127,11 @@ def test_an_open_pool_collected_warns_sends_its_queue_and_releases_its_thread() 
         assert [f.result(timeout=10).accepted for f in futures] == [("r@x.test",)] * 5
         assert wait_until(lambda: _threads() <= threads, timeout=10)
         assert server.active_connections == 0
-        quits = [c for c in server.commands if c.line == "QUIT"]
-        assert len(quits) == server.connections
+        # Every connection that carried mail said QUIT (one still connecting when the pool
+        # began to close has nothing to say: it just ends).
+        quits = {c.connection for c in server.commands if c.line == "QUIT"}
+        carried = {c.connection for c in server.commands if c.line.startswith("MAIL")}
+        assert carried and carried <= quits
 
 
 def test_a_closed_pool_collected_says_nothing() -> None:
