@@ -72,8 +72,12 @@ def test_events_and_stats_agree_with_the_server(pool_factory: Callable[..., Any]
         opened, closed = recorder.of(ConnectionOpened), recorder.of(ConnectionClosed)
         started, delivered = recorder.of(MessageStarted), recorder.of(MessageDelivered)
         failed = recorder.of(MessageFailed)
-        assert len(opened) == len(closed) == server.connections
-        assert {e.connection_id for e in opened} == {e.connection_id for e in closed}
+        # Every connection that opened also closed; one still setting up when close() came (the
+        # other did all the work) closes without having opened, carrying nothing.
+        opened_ids = {e.connection_id for e in opened}
+        assert opened_ids <= {e.connection_id for e in closed} and len(closed) <= 2
+        assert all(e.messages == 0 for e in closed if e.connection_id not in opened_ids)
+        assert len(opened) <= server.connections <= len(closed)
         assert all(e.error is None for e in closed) and not any(e.tls for e in opened)
         assert (opened[0].host, opened[0].port) == ("127.0.0.1", server.port)
         assert len(started) == len(mails(server)) == 7
