@@ -13,6 +13,7 @@ Sessions come from an injected factory, so tests can run the engine over scripte
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 import threading
 import time
@@ -56,11 +57,13 @@ from ._wiring import make_socket_plan, pool_options, session_settings
 
 __all__ = [
     "THROTTLE_REPLIES",
+    "UNSET",
     "Driver",
     "EngineFacade",
     "PoolEngine",
     "SessionFactory",
     "Submission",
+    "Unset",
 ]
 
 # Replies that mean "too fast" or "too many", searched in "<code> <text>" of a 4xx reply (the
@@ -76,7 +79,16 @@ THROTTLE_REPLIES: tuple[re.Pattern[str], ...] = tuple(
         r"rate.?limit",
     )
 )
-_UNSET: Any = object()  # send(dkim=...) not given: the pool's option applies
+
+
+class Unset(enum.Enum):
+    """The type of :data:`UNSET` (a one-member enum: ``is``, ``match`` and mypy know it)."""
+
+    UNSET = "UNSET"
+
+
+UNSET = Unset.UNSET
+"""``send(dkim=UNSET)``, the default: the pool's ``dkim`` option applies (None: unsigned)."""
 
 # Builds a session (tests pass one that runs over a scripted transport).
 SessionFactory = Callable[[Any, IOServices, SessionSettings, float], Session]
@@ -236,7 +248,7 @@ class PoolEngine:
         timeout: float | None,
         on_loop: bool,
         deadline: float | None = None,
-        dkim: Any = _UNSET,
+        dkim: Any = UNSET,
     ) -> Submission | Future[SendResult]:
         """Prepare and count a message; the driver then hands the Submission to :meth:`enqueue`.
 
@@ -250,7 +262,7 @@ class PoolEngine:
             return future
         if deadline is not None and not deadline > 0:
             raise LocalProtocolError(f"deadline must be a number of seconds > 0, not {deadline!r}")
-        if dkim is _UNSET:
+        if dkim is UNSET:
             signer = self.options.dkim
         elif dkim is None:
             signer = None
