@@ -51,7 +51,7 @@ from ._future import SendFuture
 from ._observe import Throttled
 from ._scheduler import Job, Scheduler, Slot
 from ._session import Session, SessionSettings, as_smtp_error
-from ._stats import Telemetry, closed, delivered, failed, opened, retries, started
+from ._stats import Telemetry, closed, failed, opened
 from ._transport import IOServices
 from ._wiring import make_socket_plan, pool_options, session_settings
 
@@ -510,8 +510,7 @@ class PoolEngine:
             self._count_dequeued()
             self._fail(job, error or job.last_error or SMTPConnectionError("not sent"))
         for job in requeue:  # charged only where the scheduler took an attempt
-            for retry in retries((job,), error, now, charged=job.attempts > attempts[id(job)]):
-                self._emit(retry)
+            self.telemetry.retrying(job, error, now, charged=job.attempts > attempts[id(job)])
 
     def _requeue(
         self, unsent: tuple[Transaction, ...], error: SMTPError | None, now: float
@@ -544,8 +543,7 @@ class PoolEngine:
             self._fail(submission, SMTPPoolClosedError("the pool is closed"))
         elif self.scheduler.job_deferred(slot, submission, now, charge=charge):
             self._count_requeued()
-            for retry in retries((submission,), error, now, charged=charge):
-                self._emit(retry)
+            self.telemetry.retrying(submission, error, now, charged=charge)
         else:
             self._settle(submission, error)
 
@@ -622,7 +620,7 @@ class PoolEngine:
                 result = self._result(submission)
             self._cancellable.pop(submission.future, None)
             if not submission.future.done():
-                self._emit(delivered(submission, result, time.monotonic()))
+                self.telemetry.delivered(submission, result, time.monotonic())
                 submission.future.set_result(result)
             return
         if isinstance(error, SMTPRecipientsRefusedError) and submission.retried:
@@ -668,7 +666,7 @@ class PoolEngine:
             return
         submission.assigned_at = now
         submission.connection_id = session.id
-        self._emit(started(session, submission, now))
+        self.telemetry.started(session, submission, now)
         transaction = self._transaction_for(submission, session)
         submission.placed = (session, transaction)
         try:
@@ -750,7 +748,7 @@ class PoolEngine:
             unknown = isinstance(error, SMTPDeliveryUnknownError) and retry_to is not None
             unconfirmed = retry_to.rcpt_to if unknown and retry_to is not None else ()
             result = self._result(submission, unconfirmed)
-            self._emit(delivered(submission, result, time.monotonic()))
+            self.telemetry.delivered(submission, result, time.monotonic())
             submission.future.set_result(result)
             return
         self._emit(failed(submission, error))
