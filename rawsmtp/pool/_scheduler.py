@@ -68,6 +68,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
 from itertools import count, islice
+from operator import attrgetter
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ __all__ = ["Decisions", "Job", "RateLimiter", "Scheduler", "SlidingWindow", "Slo
 JobT = TypeVar("JobT", bound="Job")
 _SCAN = 64  # how far into the queue next_deadline looks for jobs in backoff
 _THROTTLE_HOLD = 1.0  # throttling reports this close to a decrease are the same overload
+_IN_FLIGHT = attrgetter("in_flight")
 
 
 @dataclass(slots=True, eq=False)
@@ -555,14 +557,15 @@ class Scheduler(Generic[JobT]):
         rate = self._rate
         if rate is not None:
             del jobs[self.limiter.acquire(now, len(jobs), rate) :]
+        slots = self._open_slots()  # _spare_capacity counted their room: one for each job
         for job in jobs:
-            slot = self._free_slot()
-            if slot is None:  # pragma: no cover - _spare_capacity counted the same room
-                raise AssertionError("no slot for an eligible job")
+            slot = min(slots, key=_IN_FLIGHT)  # the first of those with the fewest in flight
             self._queue.remove(job)  # near the front: the queue is FIFO
             job.queued = False
             slot.in_flight += 1
             slot.started += 1
+            if slot.in_flight >= slot.window or slot.started >= self.max_messages:
+                slots.remove(slot)
             if rate is not None:
                 job.reserved = True
             assign.append((slot, job))
@@ -584,20 +587,15 @@ class Scheduler(Generic[JobT]):
     # the first ``_concurrency`` slots not retiring take jobs (all of them unless throttled).
 
     def _spare_capacity(self) -> int:
-        spare, usable = 0, self._concurrency
-        for slot in self._slots:
-            if slot.retiring:
-                continue
-            usable -= 1
-            if usable < 0:
-                break
-            if slot.ready:
-                spare += max(0, min(slot.window, self.max_messages - slot.started) - slot.in_flight)
+        spare = 0
+        for slot in self._open_slots():
+            # never below zero: a slot near max_messages must not take room from the others
+            spare += max(0, min(slot.window, self.max_messages - slot.started) - slot.in_flight)
         return spare
 
-    def _free_slot(self) -> Slot | None:
-        """The first of the usable slots with room that have the fewest jobs in flight."""
-        best: Slot | None = None
+    def _open_slots(self) -> list[Slot]:
+        """The usable slots that have room for another job, in order."""
+        slots: list[Slot] = []
         usable = self._concurrency
         for slot in self._slots:
             if slot.retiring:
@@ -605,14 +603,9 @@ class Scheduler(Generic[JobT]):
             usable -= 1
             if usable < 0:
                 break
-            if (
-                slot.ready
-                and slot.in_flight < slot.window
-                and slot.started < self.max_messages
-                and (best is None or slot.in_flight < best.in_flight)
-            ):
-                best = slot
-        return best
+            if slot.ready and slot.in_flight < slot.window and slot.started < self.max_messages:
+                slots.append(slot)
+        return slots
 
     def _connections_to_open(self, now: float) -> int:
         room = self._concurrency - len(self._slots)
