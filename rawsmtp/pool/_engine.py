@@ -4,8 +4,9 @@ The engine owns the scheduler, the sessions and every message's future; it decid
 sessions act. What it needs from an event loop is the small :class:`Driver` protocol: the
 :class:`~rawsmtp.pool._transport.IOServices` it lends to sessions (a worker for blocking calls,
 socket registration, batched writes) and a way back to the loop for cancellations. The selectors
-pool (``rawsmtp.SMTPPool``) and the asyncio pool (``rawsmtp.aio.SMTPPool``) are such drivers, so
-the two behave the same by construction. Every engine method but :meth:`PoolEngine.submit` runs
+pool (``rawsmtp.SMTPPool``) and the asyncio pool (``rawsmtp.aio.SMTPPool``) each give their engine
+such a driver, a private object of theirs (so the pools show only the user API), and the two
+behave the same by construction. Every engine method but :meth:`PoolEngine.submit` runs
 on the driver's loop and is given the driver's clock as ``now``: the engine never reads one.
 Sessions come from an injected factory, so tests can run the engine over scripted transports.
 """
