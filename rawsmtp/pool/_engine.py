@@ -148,12 +148,15 @@ class Submission(Job):
 
 def _permanent(error: SMTPError) -> bool:
     """Set-up failures that will not go away by retrying: fail the queue at once (5xx, failed
-    credentials or no usable mechanism, TLS verification or require_tls, misconfiguration)."""
-    if isinstance(error, SMTPTLSError | LocalProtocolError):
+    credentials or no usable mechanism, a TLS failure that is not ``is_temporary``, such as a
+    certificate that fails verification or require_tls unmet, misconfiguration)."""
+    if isinstance(error, SMTPTLSError):
+        return not error.is_temporary
+    if isinstance(error, LocalProtocolError):
         return True
     if isinstance(error, SMTPProxyError):  # the proxy refused our credentials, or its TLS
         if isinstance(error.__cause__, SMTPTLSError):
-            return True
+            return not error.__cause__.is_temporary
         return error.reply_code is not None and "authentication" in error.message
     if isinstance(error, SMTPAuthenticationError):
         return not (error.code is not None and 400 <= error.code < 500)  # 454: try again
