@@ -13,6 +13,7 @@ from ._errors import (
     SMTPPoolClosedError,
     SMTPProxyError,
     SMTPQueueFullError,
+    SMTPTLSInterruptedError,
     SMTPTokenError,
 )
 from ._message import Envelope
@@ -52,6 +53,7 @@ __all__ = [
     "SMTPRecipientsRefusedError",
     "SMTPResponseError",
     "SMTPTLSError",
+    "SMTPTLSInterruptedError",
     "SMTPTimeoutError",
     "SMTPTokenError",
     "SendResult",

@@ -29,6 +29,7 @@ __all__ = [
     "SMTPRecipientsRefusedError",
     "SMTPResponseError",
     "SMTPTLSError",
+    "SMTPTLSInterruptedError",
     "SMTPTimeoutError",
     "SMTPTokenError",
 ]
@@ -93,7 +94,34 @@ class SMTPDisconnectedError(SMTPError, ConnectionError):
 
 
 class SMTPTLSError(SMTPError):
-    """TLS could not be established, or was required and not offered."""
+    """TLS could not be established, or was required and not offered.
+
+    ``is_temporary`` is False when something must change first: the certificate failed
+    verification or names another host, the two sides share no protocol version or cipher (or
+    the server does not speak TLS there), the server refused the client's certificate, or TLS
+    is required and not offered. It is True for a 4xx reply to STARTTLS and for
+    :class:`SMTPTLSInterruptedError`. The pool fails every queued message at once on a
+    permanent TLS failure met while connecting, and retries a temporary one with back-off, as
+    it does a connection that failed.
+    """
+
+    @property
+    def is_temporary(self) -> bool:
+        """True when the same attempt may succeed later (see the class docstring)."""
+        return self.code is not None and 400 <= self.code < 500
+
+
+class SMTPTLSInterruptedError(SMTPTLSError):
+    """TLS broke off for a reason that says nothing of either side's settings: a corrupted
+    record, an unexpected message, an internal-error alert, the TLS stream ending abruptly.
+    Always temporary. (A reset, an end of stream or a timeout in the middle of a handshake on
+    the pool's own sockets is reported as the :class:`SMTPConnectionError`,
+    :class:`SMTPDisconnectedError` or :class:`SMTPTimeoutError` it is, temporary too.)"""
+
+    @property
+    def is_temporary(self) -> bool:
+        """Always True."""
+        return True
 
 
 class SMTPResponseError(SMTPError):

@@ -4,8 +4,9 @@ The engine owns the scheduler, the sessions and every message's future; it decid
 sessions act. What it needs from an event loop is the small :class:`Driver` protocol: the
 :class:`~rawsmtp.pool._transport.IOServices` it lends to sessions (a worker for blocking calls,
 socket registration, batched writes) and a way back to the loop for cancellations. The selectors
-pool (``rawsmtp.SMTPPool``) and the asyncio pool (``rawsmtp.aio.SMTPPool``) are such drivers, so
-the two behave the same by construction. Every engine method but :meth:`PoolEngine.submit` runs
+pool (``rawsmtp.SMTPPool``) and the asyncio pool (``rawsmtp.aio.SMTPPool``) each give their engine
+such a driver, a private object of theirs (so the pools show only the user API), and the two
+behave the same by construction. Every engine method but :meth:`PoolEngine.submit` runs
 on the driver's loop and is given the driver's clock as ``now``: the engine never reads one.
 Sessions come from an injected factory, so tests can run the engine over scripted transports.
 """
@@ -147,12 +148,15 @@ class Submission(Job):
 
 def _permanent(error: SMTPError) -> bool:
     """Set-up failures that will not go away by retrying: fail the queue at once (5xx, failed
-    credentials or no usable mechanism, TLS verification or require_tls, misconfiguration)."""
-    if isinstance(error, SMTPTLSError | LocalProtocolError):
+    credentials or no usable mechanism, a TLS failure that is not ``is_temporary``, such as a
+    certificate that fails verification or require_tls unmet, misconfiguration)."""
+    if isinstance(error, SMTPTLSError):
+        return not error.is_temporary
+    if isinstance(error, LocalProtocolError):
         return True
     if isinstance(error, SMTPProxyError):  # the proxy refused our credentials, or its TLS
         if isinstance(error.__cause__, SMTPTLSError):
-            return True
+            return not error.__cause__.is_temporary
         return error.reply_code is not None and "authentication" in error.message
     if isinstance(error, SMTPAuthenticationError):
         return not (error.code is not None and 400 <= error.code < 500)  # 454: try again
