@@ -162,15 +162,20 @@ class Mailer:
             item, commit = messages[index], self._commit_hook(str(ids[index]))
             futures[pool.send(item["message"], item.get("envelope"), before_commit=commit)] = index
         retry = any(r.get("status") == "deferred" for r in results)
-        deadline = time.monotonic() + self.send_timeout
+        every = self.claim_ttl / 3
+        refreshed = time.monotonic()
+        deadline = refreshed + self.send_timeout
         while futures:
-            done, _ = wait(futures, timeout=self.claim_ttl / 3, return_when=FIRST_COMPLETED)
+            done, _ = wait(futures, timeout=every, return_when=FIRST_COMPLETED)
             for future in done:
                 index = futures.pop(future)
                 retry |= self._settle(str(ids[index]), future, results[index])
-            if futures and time.monotonic() > deadline:
+            now = time.monotonic()
+            if futures and now > deadline:
                 raise TimeoutError(f"{len(futures)} messages unsent after {self.send_timeout} s")
-            self._refresh([str(ids[index]) for index in futures.values()])
+            if now - refreshed >= every:  # not at every outcome: a round trip each
+                refreshed = now
+                self._refresh([str(ids[index]) for index in futures.values()])
         return results, retry
 
     def _commit_hook(self, message_id: str) -> Callable[[], None]:
