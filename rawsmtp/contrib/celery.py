@@ -38,8 +38,8 @@ end of data was written loses that message (reported ``unknown``, never delivere
 fails (Redis down) leaves the message undelivered (``SMTPCommitError``): the batch is retried.
 
 Retries: the whole batch is retried (``self.retry``) when a message failed temporarily (4xx,
-connection lost before the data, timeout, pool closing) or was claimed elsewhere; delivered ones
-come back as ``duplicate``. Never for ``SMTPDeliveryUnknownError`` or a 5xx.
+connection lost before the data, timeout, pool closing, a commit record that could not be
+written) or was claimed elsewhere; delivered ones come back as ``duplicate``. Never for ``SMTPDeliveryUnknownError`` or a 5xx.
 """
 
 from __future__ import annotations

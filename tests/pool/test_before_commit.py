@@ -47,6 +47,17 @@ def _commands(server: SMTPTestServer) -> list[str]:
     return [c.line.split(" ", 1)[0].upper() for c in server.commands]
 
 
+def _blocking_hook() -> tuple[Callable[[], None], threading.Event, threading.Event]:
+    """A hook that says it was entered, then waits (at most 10 s) to be released."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hook() -> None:
+        entered.set()
+        release.wait(10)
+
+    return hook, entered, release
+
+
 def test_the_hook_runs_off_the_loop_before_the_end_of_data(
     pool_factory: Callable[..., Any], server: SMTPTestServer
 ) -> None:
@@ -94,12 +105,7 @@ def test_a_raising_hook_fails_the_message_undelivered_and_the_pool_goes_on(
 def test_a_slow_hook_holds_neither_the_loop_nor_other_connections(
     pool_factory: Callable[..., Any], server: SMTPTestServer
 ) -> None:
-    release, entered = threading.Event(), threading.Event()
-
-    def hook() -> None:
-        entered.set()
-        release.wait(10)
-
+    hook, entered, release = _blocking_hook()
     # One message per connection: the second message needs a connection of its own.
     with pool_factory(
         host="127.0.0.1", port=server.port, ignore_tls=True, max_connections=2, max_messages=1
@@ -119,12 +125,7 @@ def test_a_slow_hook_holds_neither_the_loop_nor_other_connections(
 def test_aborting_while_the_hook_runs_leaves_the_message_undelivered(
     pool_factory: Callable[..., Any], server: SMTPTestServer
 ) -> None:
-    release, entered = threading.Event(), threading.Event()
-
-    def hook() -> None:
-        entered.set()
-        release.wait(10)
-
+    hook, entered, release = _blocking_hook()
     pool = pool_factory(host="127.0.0.1", port=server.port, ignore_tls=True)
     try:
         held = pool.send(MESSAGE, before_commit=hook)
