@@ -496,12 +496,15 @@ class PoolEngine:
             if event.pipelining_refused:
                 self._pipelining_refused(session, now)
             throttled = self._throttling(session, error, now)
+            # The core closed it to abandon a message inside DATA (a cancel, a failed commit
+            # hook): the messages behind it are not at fault.
+            abandoned = isinstance(error, LocalProtocolError)
             failed = self.scheduler.slot_failed(
                 slot,
                 now,
                 requeue=requeue,
                 permanent=setup_failed and _permanent(error),
-                charge=not (throttled or event.pipelining_refused),
+                charge=not (throttled or event.pipelining_refused or abandoned),
             )
         for job in failed:
             self._count_dequeued()

@@ -143,3 +143,28 @@ def test_a_hook_that_is_not_callable_is_refused_at_send(pool_factory: Callable[.
     refused = pytest.raises(rawsmtp.LocalProtocolError, match="before_commit must be callable")
     with pool_factory(host="127.0.0.1", port=9, ignore_tls=True) as pool, refused:
         pool.send(MESSAGE, before_commit="not a function").result(timeout=5)
+
+
+def test_messages_behind_a_hook_closed_data_connection_are_not_charged(
+    pool_factory: Callable[..., Any],
+) -> None:
+    # max_retries=0: a message charged for the close would fail instead of going again.
+    entered = threading.Event()
+
+    def hook() -> None:
+        entered.set()
+        threading.Event().wait(0.2)  # the message behind is on this connection by now
+        raise RuntimeError("no commit")
+
+    with (
+        SMTPTestServer(capabilities=SERVERS["data"]) as server,
+        pool_factory(
+            host="127.0.0.1", port=server.port, ignore_tls=True, max_connections=1, max_retries=0
+        ) as pool,
+    ):
+        held = pool.send(MESSAGE, before_commit=hook)
+        assert entered.wait(10)
+        behind = pool.send(MESSAGE)
+        assert type(held.exception(timeout=10)) is rawsmtp.SMTPCommitError
+        assert behind.result(timeout=10).accepted == ("r@x.test",)
+    assert len(server.messages) == 1 and server.connections == 2
