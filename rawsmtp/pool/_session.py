@@ -12,9 +12,10 @@ The commit hold: a message sent with ``before_commit`` has its end of data (the 
 written (the core keeps the message its writer) until the hook has returned in a worker. Then
 the end goes; or, when the hook raised, the core abandons the message (an RSET after BDAT
 chunks; inside DATA the connection is closed, the only end that is not a delivery) and its
-failure is reported as :class:`~rawsmtp.SMTPCommitError`. Both drivers
-run sessions the same way; the transport is injected (``transport_factory``) so tests can run a
-session over a scripted, in-memory one.
+failure is reported as :class:`~rawsmtp.SMTPCommitError`.
+
+Both drivers run sessions the same way; the transport is injected (``transport_factory``) so
+tests can run a session over a scripted, in-memory one.
 """
 
 from __future__ import annotations
