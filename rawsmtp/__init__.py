@@ -7,6 +7,7 @@ handshakes; ``rawsmtp.testing`` a fault-injecting test server.
 
 from . import auth, proxy
 from ._errors import (
+    SMTPCommitError,
     SMTPConfigError,
     SMTPConnectionError,
     SMTPDeliveryUnknownError,
@@ -41,6 +42,7 @@ __all__ = [
     "RemoteProtocolError",
     "SMTPAuthenticationError",
     "SMTPCapabilityError",
+    "SMTPCommitError",
     "SMTPConfigError",
     "SMTPConnectionError",
     "SMTPDeliveryUnknownError",

@@ -18,6 +18,7 @@ __all__ = [
     "RemoteProtocolError",
     "SMTPAuthenticationError",
     "SMTPCapabilityError",
+    "SMTPCommitError",
     "SMTPConfigError",
     "SMTPConnectionError",
     "SMTPDeliveryUnknownError",
@@ -249,4 +250,12 @@ class SMTPDeliveryUnknownError(SMTPError):
     """The message was sent in full but its final reply was lost: it may have been delivered.
 
     rawsmtp never resends such a message by itself, so it cannot arrive twice.
+    """
+
+
+class SMTPCommitError(SMTPError):
+    """The message's ``before_commit`` hook raised (the exception is the ``__cause__``).
+
+    The end of its data (the dot, or ``BDAT ... LAST``) was never written, so the message was
+    not delivered: it is safe to send again. rawsmtp does not resend it by itself.
     """

@@ -26,7 +26,7 @@ from typing import Any, Unpack
 
 from .._errors import LocalProtocolError, SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
-from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
+from ..config._typing import BeforeCommit, EnvelopeInput, MessageInput, PoolOptions
 from ._engine import _UNSET, EngineFacade, PoolEngine, Submission
 from ._observe import PoolStats
 from ._stats import pool_stats
@@ -59,6 +59,7 @@ class SMTPPool(EngineFacade):
         *,
         deadline: float | None = None,
         dkim: Any = _UNSET,
+        before_commit: BeforeCommit | None = None,
     ) -> SendWaiter:
         """Queue one message; await the result for its :class:`~rawsmtp.SendResult` (or the
         SMTPError it failed with). Call it on the pool's loop.
@@ -67,13 +68,22 @@ class SMTPPool(EngineFacade):
         without a task each. Input that can never be sent raises a ``ValueError`` subclass
         here. With ``max_queue`` set and the queue full, raises
         :class:`~rawsmtp.SMTPQueueFullError`. Cancelling the future withdraws a message that
-        has not started. ``deadline`` and ``dkim`` as for the synchronous pool's ``send``.
+        has not started. ``deadline``, ``dkim`` and ``before_commit`` as for the synchronous
+        pool's ``send``: ``before_commit`` is a plain callable, run in the loop's default
+        executor, never on the loop.
         """
         engine = self._engine
         if not engine.closed:
             self._check_loop()
         submission = engine.submit(
-            message, envelope, block=False, timeout=0, on_loop=True, deadline=deadline, dkim=dkim
+            message,
+            envelope,
+            block=False,
+            timeout=0,
+            on_loop=True,
+            deadline=deadline,
+            dkim=dkim,
+            before_commit=before_commit,
         )
         if not isinstance(submission, Submission):  # the pool is closed: failed already
             waiter = SendWaiter(submission)

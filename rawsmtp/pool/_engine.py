@@ -35,6 +35,7 @@ from .._errors import (
 from .._message import Envelope, PreparedMessage, prepare_message
 from .._result import NO_REJECTIONS, SendResult, capabilities_of
 from ..config._options import Options
+from ..config._typing import BeforeCommit
 from ..protocol import (
     ConnectionClosed,
     LocalProtocolError,
@@ -118,6 +119,8 @@ class Submission(Job):
     connection_id: int | None = None  # the session of its latest attempt
     # Where it is being sent, for a cancel() before its final dot (see cancel_future).
     placed: tuple[Session, Transaction] | None = field(default=None, repr=False)
+    # send(before_commit=): run off the loop before each end of data (Session._hold).
+    before_commit: BeforeCommit | None = field(default=None, repr=False)
 
     def start(self) -> bool:
         """Move the future to RUNNING once; False when the caller cancelled it first."""
@@ -241,12 +244,14 @@ class PoolEngine:
         on_loop: bool,
         deadline: float | None = None,
         dkim: Any = _UNSET,
+        before_commit: BeforeCommit | None = None,
     ) -> Submission | Future[SendResult]:
         """Prepare and count a message; the driver then hands the Submission to :meth:`enqueue`.
 
         Returns an already failed future instead when the pool is closed or the message's
         source could not be read. ``deadline``: seconds it may wait in the queue (the
-        ``delivery_timeout`` option when None); ``dkim`` replaces the pool's ``dkim`` option.
+        ``delivery_timeout`` option when None); ``dkim`` replaces the pool's ``dkim`` option;
+        ``before_commit`` is the message's commit hook (see the drivers' ``send``).
         """
         future: SendFuture[SendResult] = SendFuture(self._futures_lock, self._withdraw)
         if self.closed:
@@ -254,6 +259,8 @@ class PoolEngine:
             return future
         if deadline is not None and not deadline > 0:
             raise LocalProtocolError(f"deadline must be a number of seconds > 0, not {deadline!r}")
+        if before_commit is not None and not callable(before_commit):
+            raise LocalProtocolError(f"before_commit must be callable, not {before_commit!r}")
         if dkim is _UNSET:
             signer = self.options.dkim
         elif dkim is None:
@@ -267,7 +274,9 @@ class PoolEngine:
         except SMTPConnectionError as error:  # the source failed while read: not a misuse
             future.set_exception(error)
             return future
-        submission = Submission(prepared=prepared, future=future, timeout=deadline)
+        submission = Submission(
+            prepared=prepared, future=future, timeout=deadline, before_commit=before_commit
+        )
         # The condition's own lock, entered directly: Condition.__enter__ is Python code, and
         # this runs for every message.
         with self._counting:
@@ -491,12 +500,15 @@ class PoolEngine:
             if event.pipelining_refused:
                 self._pipelining_refused(session, now)
             throttled = self._throttling(session, error, now)
+            # The core closed it to abandon a message inside DATA (a cancel, a failed commit
+            # hook): the messages behind it are not at fault.
+            abandoned = isinstance(error, LocalProtocolError)
             failed = self.scheduler.slot_failed(
                 slot,
                 now,
                 requeue=requeue,
                 permanent=setup_failed and _permanent(error),
-                charge=not (throttled or event.pipelining_refused),
+                charge=not (throttled or event.pipelining_refused or abandoned),
             )
         for job in failed:
             self._count_dequeued()
