@@ -27,7 +27,7 @@ from typing import Any, Unpack
 from .._errors import LocalProtocolError, SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
 from ..config._typing import BeforeCommit, EnvelopeInput, MessageInput, PoolOptions
-from ._engine import _UNSET, EngineFacade, PoolEngine, Submission
+from ._engine import UNSET, EngineFacade, PoolEngine, Submission
 from ._observe import PoolStats
 from ._stats import pool_stats
 from ._transport import Transport, WriteBatch
@@ -58,7 +58,7 @@ class SMTPPool(EngineFacade):
         envelope: EnvelopeInput = None,
         *,
         deadline: float | None = None,
-        dkim: Any = _UNSET,
+        dkim: Any = UNSET,
         before_commit: BeforeCommit | None = None,
     ) -> SendWaiter:
         """Queue one message; await the result for its :class:`~rawsmtp.SendResult` (or the

@@ -14,6 +14,7 @@ Sessions come from an injected factory, so tests can run the engine over scripte
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 import threading
 import time
@@ -52,17 +53,19 @@ from ._future import SendFuture
 from ._observe import Throttled
 from ._scheduler import Job, Scheduler, Slot
 from ._session import Session, SessionSettings, as_smtp_error
-from ._stats import Telemetry, closed, delivered, failed, opened, retries, started
+from ._stats import Telemetry, closed, failed, opened
 from ._transport import IOServices
 from ._wiring import make_socket_plan, pool_options, session_settings
 
 __all__ = [
     "THROTTLE_REPLIES",
+    "UNSET",
     "Driver",
     "EngineFacade",
     "PoolEngine",
     "SessionFactory",
     "Submission",
+    "Unset",
 ]
 
 # Replies that mean "too fast" or "too many", searched in "<code> <text>" of a 4xx reply (the
@@ -78,7 +81,16 @@ THROTTLE_REPLIES: tuple[re.Pattern[str], ...] = tuple(
         r"rate.?limit",
     )
 )
-_UNSET: Any = object()  # send(dkim=...) not given: the pool's option applies
+
+
+class Unset(enum.Enum):
+    """The type of :data:`UNSET` (a one-member enum: ``is``, ``match`` and mypy know it)."""
+
+    UNSET = "UNSET"
+
+
+UNSET = Unset.UNSET
+"""``send(dkim=UNSET)``, the default: the pool's ``dkim`` option applies (None: unsigned)."""
 
 # Builds a session (tests pass one that runs over a scripted transport).
 SessionFactory = Callable[[Any, IOServices, SessionSettings, float], Session]
@@ -243,7 +255,7 @@ class PoolEngine:
         timeout: float | None,
         on_loop: bool,
         deadline: float | None = None,
-        dkim: Any = _UNSET,
+        dkim: Any = UNSET,
         before_commit: BeforeCommit | None = None,
     ) -> Submission | Future[SendResult]:
         """Prepare and count a message; the driver then hands the Submission to :meth:`enqueue`.
@@ -261,7 +273,7 @@ class PoolEngine:
             raise LocalProtocolError(f"deadline must be a number of seconds > 0, not {deadline!r}")
         if before_commit is not None and not callable(before_commit):
             raise LocalProtocolError(f"before_commit must be callable, not {before_commit!r}")
-        if dkim is _UNSET:
+        if dkim is UNSET:
             signer = self.options.dkim
         elif dkim is None:
             signer = None
@@ -514,8 +526,7 @@ class PoolEngine:
             self._count_dequeued()
             self._fail(job, error or job.last_error or SMTPConnectionError("not sent"))
         for job in requeue:  # charged only where the scheduler took an attempt
-            for retry in retries((job,), error, now, charged=job.attempts > attempts[id(job)]):
-                self._emit(retry)
+            self.telemetry.retrying(job, error, now, charged=job.attempts > attempts[id(job)])
 
     def _requeue(
         self, unsent: tuple[Transaction, ...], error: SMTPError | None, now: float
@@ -548,8 +559,7 @@ class PoolEngine:
             self._fail(submission, SMTPPoolClosedError("the pool is closed"))
         elif self.scheduler.job_deferred(slot, submission, now, charge=charge):
             self._count_requeued()
-            for retry in retries((submission,), error, now, charged=charge):
-                self._emit(retry)
+            self.telemetry.retrying(submission, error, now, charged=charge)
         else:
             self._settle(submission, error)
 
@@ -626,7 +636,7 @@ class PoolEngine:
                 result = self._result(submission)
             self._cancellable.pop(submission.future, None)
             if not submission.future.done():
-                self._emit(delivered(submission, result, time.monotonic()))
+                self.telemetry.delivered(submission, result, time.monotonic())
                 submission.future.set_result(result)
             return
         if isinstance(error, SMTPRecipientsRefusedError) and submission.retried:
@@ -672,7 +682,7 @@ class PoolEngine:
             return
         submission.assigned_at = now
         submission.connection_id = session.id
-        self._emit(started(session, submission, now))
+        self.telemetry.started(session, submission, now)
         transaction = self._transaction_for(submission, session)
         submission.placed = (session, transaction)
         try:
@@ -754,7 +764,7 @@ class PoolEngine:
             unknown = isinstance(error, SMTPDeliveryUnknownError) and retry_to is not None
             unconfirmed = retry_to.rcpt_to if unknown and retry_to is not None else ()
             result = self._result(submission, unconfirmed)
-            self._emit(delivered(submission, result, time.monotonic()))
+            self.telemetry.delivered(submission, result, time.monotonic())
             submission.future.set_result(result)
             return
         self._emit(failed(submission, error))

@@ -38,7 +38,7 @@ from typing import Any, Unpack
 from .._errors import SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
 from ..config._typing import BeforeCommit, EnvelopeInput, MessageInput, PoolOptions
-from ._engine import _UNSET, EngineFacade, PoolEngine, Submission
+from ._engine import UNSET, EngineFacade, PoolEngine, Submission
 from ._observe import PoolStats
 from ._stats import pool_stats
 from ._threads import daemon, start
@@ -69,7 +69,7 @@ class SMTPPool(EngineFacade):
         block: bool = True,
         timeout: float | None = None,
         deadline: float | None = None,
-        dkim: Any = _UNSET,
+        dkim: Any = UNSET,
         before_commit: BeforeCommit | None = None,
     ) -> Future[SendResult]:
         """Queue a message; the future resolves to a :class:`SendResult` or an SMTPError.
