@@ -108,9 +108,11 @@ from ._events import (
 )
 from ._extensions import Extensions, parse_ehlo
 from ._mailflow import (
-    DataVerdict,
+    _ACCEPTED,
+    _BODY,
+    _EMPTY_BODY,
+    _MORE,
     MailFlow,
-    Outcome,
     Pending,
     bdat_reply,
     data_reply,
@@ -139,6 +141,13 @@ __all__ = ["ClientConfig", "ClientConnection", "State"]
 
 _NO_BODY_EXPECTED = "no message body is expected now (wait for SendBody)"
 _ABANDONED = "the transaction was abandoned before its end"
+
+# The members read on every reply and every message, bound once: on Python 3.11 each
+# ``State.READY`` goes through EnumType.__getattr__'s lookup hook (about 0.3 µs, 30 times a
+# global's cost), and a message made some twenty such lookups (_mailflow binds its own).
+_READY, _CLOSED, _TLS_HANDSHAKE = State.READY, State.CLOSED, State.TLS_HANDSHAKE
+_AWAIT_MAIL, _AWAIT_RCPT, _AWAIT_DATA = _Awaiting.MAIL, _Awaiting.RCPT, _Awaiting.DATA
+_AWAIT_END, _AWAIT_QUIT = _Awaiting.DATA_END, _Awaiting.QUIT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -272,7 +281,7 @@ class ClientConnection(Generic[TagT]):
         self._timeouts: dict[_Awaiting, float | None] = {
             **dict.fromkeys(_Awaiting, config.command_timeout),
             _Awaiting.GREETING: config.greeting_timeout,
-            _Awaiting.DATA_END: config.data_timeout,
+            _AWAIT_END: config.data_timeout,
         }
         self._trace: list[tuple[str, str]] | None = [] if config.trace else None
 
@@ -329,7 +338,7 @@ class ClientConnection(Generic[TagT]):
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes from the server; ``b""`` means it closed the connection."""
-        if self._state is State.CLOSED:
+        if self._state is _CLOSED:
             return
         self._now = now
         if self._refused_early:
@@ -337,7 +346,7 @@ class ClientConnection(Generic[TagT]):
         if not data:
             self._on_server_closed()
             return
-        if self._state is State.TLS_HANDSHAKE:
+        if self._state is _TLS_HANDSHAKE:
             self._close(RemoteProtocolError("unencrypted data received during TLS handshake"))
             return
         self._parser.feed(data)
@@ -401,7 +410,7 @@ class ClientConnection(Generic[TagT]):
         if self._refused_early:
             return self._now  # due at once
         since = self._awaited_since
-        if since is None or not self._pending or self._state is State.CLOSED:
+        if since is None or not self._pending or self._state is _CLOSED:
             return None
         timeout = self._timeouts[self._pending[0][0]]
         return None if timeout is None else since + timeout
@@ -433,7 +442,7 @@ class ClientConnection(Generic[TagT]):
         connections thus learns of the free connection after that pass, not inside it (where
         the failure would go unnoticed until some other event).
         """
-        checked = self._state is State.READY
+        checked = self._state is _READY
         if checked:  # the capabilities are final: check once, here
             error = missing_capability(transaction, self._extensions, tls=self._tls)
             if error is not None:
@@ -492,7 +501,7 @@ class ClientConnection(Generic[TagT]):
         Returns False when it is too late or the transaction is unknown (its end was handed
         out, or its outcome reported): nothing changes, and its outcome follows as usual.
         """
-        if self._state is State.CLOSED:
+        if self._state is _CLOSED:
             return False
         for message in self._queue:
             if message.transaction is transaction:
@@ -519,7 +528,7 @@ class ClientConnection(Generic[TagT]):
             return  # DATA is out: its reply decides (_on_data)
         # Once its MAIL is written the server may hold the transaction, even when every reply
         # to what was written has come: only an RSET ends it.
-        mail_written = not commands or commands[0][1][0] is not _Awaiting.MAIL
+        mail_written = not commands or commands[0][1][0] is not _AWAIT_MAIL
         commands.clear()
         self._writer = self._encoder = None
         self._bytes_awaited -= message.body_bytes
@@ -592,7 +601,7 @@ class ClientConnection(Generic[TagT]):
         no session to end: it is over at once (``ConnectionClosed(error=None)``). To hang up
         without QUIT, call :meth:`connection_lost`.
         """
-        if self._state is State.CLOSED:
+        if self._state is _CLOSED:
             return
         self._quit_requested = True
         if self._state is State.GREETING and not self._queue and self._auth_due is None:
@@ -602,7 +611,7 @@ class ClientConnection(Generic[TagT]):
 
     def connection_lost(self, error: SMTPError | None = None) -> None:
         """The driver lost the connection (or gave up on it): end the session with ``error``."""
-        if self._state is not State.CLOSED:
+        if self._state is not _CLOSED:
             self._close(error or SMTPDisconnectedError("connection lost"))
 
     # -- writing --------------------------------------------------------------------------------
@@ -663,7 +672,7 @@ class ClientConnection(Generic[TagT]):
     def _pump(self) -> None:
         """Write whatever the session allows now, in as few round trips as it allows."""
         pipelining = self._pipelining
-        while self._state is State.READY:
+        while self._state is _READY:
             message = self._writer
             if message is None:
                 if self._rset_due:  # before any MAIL not yet written (RFC 3030 section 2)
@@ -696,7 +705,7 @@ class ClientConnection(Generic[TagT]):
             break
         if (
             self._quit_requested
-            and self._state is State.READY
+            and self._state is _READY
             and self._writer is None
             and self._auth_due is None
             and (pipelining or not self._pending)  # without pipelining, one command a reply
@@ -705,7 +714,7 @@ class ClientConnection(Generic[TagT]):
             and not self._rset_due
         ):
             self._enter(State.QUIT)
-            self._write(_commands.QUIT, (_Awaiting.QUIT, None, None))
+            self._write(_commands.QUIT, (_AWAIT_QUIT, None, None))
 
     def _may_start(self) -> bool:
         """May the next transaction go out while final replies are awaited?"""
@@ -733,13 +742,13 @@ class ClientConnection(Generic[TagT]):
         mail = transaction.mail_command(
             dsn=dsn, with_size=self._with_size, with_body_type=self._with_body_type
         )
-        commands.append((mail, (_Awaiting.MAIL, message, None)))
+        commands.append((mail, (_AWAIT_MAIL, message, None)))
         rcpts = transaction.rcpt_commands(dsn=dsn)
         for recipient, rcpt in zip(transaction.recipients, rcpts, strict=True):
-            commands.append((rcpt, (_Awaiting.RCPT, message, recipient)))
+            commands.append((rcpt, (_AWAIT_RCPT, message, recipient)))
         message.chunking = self._chunking
         if not message.chunking:
-            commands.append((_commands.DATA, (_Awaiting.DATA, message, None)))
+            commands.append((_commands.DATA, (_AWAIT_DATA, message, None)))
         if self._ends_awaited:
             message.ahead = self._last_end
         self._writer = message
@@ -774,7 +783,7 @@ class ClientConnection(Generic[TagT]):
 
     def _end_written(self, message: MailFlow[TagT]) -> None:
         """The message's end (dot or BDAT LAST) is in the output: its final reply is awaited."""
-        self._pending.append((_Awaiting.DATA_END, message, None))
+        self._pending.append((_AWAIT_END, message, None))
         self._ends_awaited += 1
         self._last_end = message
         if self._trace is not None:
@@ -834,12 +843,12 @@ class ClientConnection(Generic[TagT]):
         awaited = self._pending
         completed = False
         try:
-            while self._state is not State.CLOSED and (reply := parser.next_reply()) is not None:
+            while self._state is not _CLOSED and (reply := parser.next_reply()) is not None:
                 if self._trace is not None:
                     self._trace_line("S", str(reply))
                 if not awaited:
                     if reply.code == 421:
-                        self._close(response_error(reply, _Awaiting.QUIT, "service"), declined=True)
+                        self._close(response_error(reply, _AWAIT_QUIT, "service"), declined=True)
                         return
                     raise RemoteProtocolError(
                         f"unexpected reply with no command outstanding: {reply}"
@@ -847,7 +856,7 @@ class ClientConnection(Generic[TagT]):
                 pending = awaited.popleft()
                 completed = True
                 expect = pending[0]
-                if reply.code == 421 and expect is not _Awaiting.QUIT:
+                if reply.code == 421 and expect is not _AWAIT_QUIT:
                     awaited.appendleft(pending)  # still unanswered: it is what 421 declines
                     self._close(response_error(reply, expect, "service closing:"), declined=True)
                     return
@@ -893,7 +902,7 @@ class ClientConnection(Generic[TagT]):
         self._become_ready(reply)
 
     def _become_ready(self, reply: Reply) -> None:
-        self._enter(State.READY)
+        self._enter(_READY)
         self._events.append(Ready(extensions=self._extensions, tls=self._tls, reply=reply))
         self._pump()
 
@@ -902,7 +911,7 @@ class ClientConnection(Generic[TagT]):
             if self._parser.buffered:
                 # Anything after the 220 was sent before TLS protects it: an injection attempt.
                 raise RemoteProtocolError("data pipelined after the STARTTLS 220 reply")
-            self._enter(State.TLS_HANDSHAKE)
+            self._enter(_TLS_HANDSHAKE)
             self._events.append(StartTLS())
         elif self.config.starttls == "required":
             self._close(
@@ -924,7 +933,7 @@ class ClientConnection(Generic[TagT]):
             )
             return
         self._mechanism = None
-        self._enter(State.READY)
+        self._enter(_READY)
         error = self._auth_error
         if error is None and reply.code in MECHANISM_REFUSED and self._fallbacks:
             self.authenticate(*self._fallbacks)
@@ -989,9 +998,9 @@ class ClientConnection(Generic[TagT]):
             self._pump()
             return
         verdict = data_reply(message, reply)
-        if verdict is DataVerdict.BODY:
+        if verdict is _BODY:
             self._open_body(message, self._data_encoder)  # the writer waits for the body
-        elif verdict is DataVerdict.EMPTY_BODY:
+        elif verdict is _EMPTY_BODY:
             self._encoder = self._data_encoder
             self.end_body()  # which pumps
         else:
@@ -1022,12 +1031,12 @@ class ClientConnection(Generic[TagT]):
         message = pending[1]
         assert message is not None
         outcome = final_reply(message, reply, lmtp=self.config.lmtp)
-        if outcome is Outcome.MORE:
+        if outcome is _MORE:
             self._pending.appendleft(pending)  # the next reply answers the same data
             return
         self._ends_awaited -= 1
         self._bytes_awaited -= message.body_bytes
-        if outcome is Outcome.ACCEPTED:
+        if outcome is _ACCEPTED:
             self._report_accepted(message)
         else:
             self._report_failed(message)
@@ -1078,15 +1087,15 @@ class ClientConnection(Generic[TagT]):
         ``declined``: the server said 421, so it processed none of the commands awaiting a
         reply. Otherwise a transaction whose end was handed out may have been delivered.
         """
-        if self._state is State.CLOSED:
+        if self._state is _CLOSED:
             return
-        self._enter(State.CLOSED)
+        self._enter(_CLOSED)
         pending = self._pending
         handed_out = len(pending) - self._unsent
         ended = {
             id(message)
             for index, (awaiting, message, _) in enumerate(pending)
-            if awaiting is _Awaiting.DATA_END and index < handed_out
+            if awaiting is _AWAIT_END and index < handed_out
         }
         refused = self._pipelining_refused_at_close(error)
         self._events.extend(self._refused_early)  # these were never sent: no retry
@@ -1131,7 +1140,7 @@ class ClientConnection(Generic[TagT]):
         if error is None or not self._pending:
             return False
         awaiting, message, _ = self._pending[0]
-        if awaiting is not _Awaiting.MAIL or message is None or message.ahead is None:
+        if awaiting is not _AWAIT_MAIL or message is None or message.ahead is None:
             return False
         return message.ahead.success is not None
 
@@ -1145,7 +1154,7 @@ class ClientConnection(Generic[TagT]):
             raise LocalProtocolError(f"{operation}() is not allowed in state {self._state.name}")
 
 
-_TIMEOUT_PHASES = {_Awaiting.GREETING: "greeting", _Awaiting.DATA_END: "data"}
+_TIMEOUT_PHASES = {_Awaiting.GREETING: "greeting", _AWAIT_END: "data"}
 
 _ReplyHandler = Callable[[ClientConnection[Any], Reply, Pending[Any]], None]
 
@@ -1155,11 +1164,11 @@ _REPLY_HANDLERS: dict[_Awaiting, _ReplyHandler] = {
     _Awaiting.HELO: ClientConnection._on_helo,
     _Awaiting.STARTTLS: ClientConnection._on_starttls,
     _Awaiting.AUTH: ClientConnection._on_auth,
-    _Awaiting.MAIL: ClientConnection._on_mail,
-    _Awaiting.RCPT: ClientConnection._on_rcpt,
-    _Awaiting.DATA: ClientConnection._on_data,
+    _AWAIT_MAIL: ClientConnection._on_mail,
+    _AWAIT_RCPT: ClientConnection._on_rcpt,
+    _AWAIT_DATA: ClientConnection._on_data,
     _Awaiting.BDAT: ClientConnection._on_bdat,
-    _Awaiting.DATA_END: ClientConnection._on_data_end,
+    _AWAIT_END: ClientConnection._on_data_end,
     _Awaiting.RSET: ClientConnection._on_rset,
-    _Awaiting.QUIT: ClientConnection._on_quit,
+    _AWAIT_QUIT: ClientConnection._on_quit,
 }

@@ -91,6 +91,12 @@ class Outcome(enum.Enum):
     MORE = "more LMTP replies to come"
 
 
+# The members a delivered message's replies return and _client compares, bound once: on
+# Python 3.11 ``Outcome.ACCEPTED`` is a slow lookup (see _client's _READY).
+_BODY, _EMPTY_BODY = DataVerdict.BODY, DataVerdict.EMPTY_BODY
+_ACCEPTED, _MORE = Outcome.ACCEPTED, Outcome.MORE
+
+
 def response_error(reply: Reply, awaiting: _Awaiting, what: str) -> SMTPResponseError:
     return SMTPResponseError(
         f"{what} refused: {reply}", command=awaiting.value, **reply_fields(reply)
@@ -118,7 +124,7 @@ def data_reply(flow: MailFlow[TagT], reply: Reply) -> DataVerdict:
         return DataVerdict.FAIL
     if flow.error is not None or not flow.accepted:
         return DataVerdict.EMPTY_BODY
-    return DataVerdict.BODY
+    return _BODY
 
 
 def bdat_reply(flow: MailFlow[TagT], reply: Reply) -> None:
@@ -134,7 +140,7 @@ def final_reply(flow: MailFlow[TagT], reply: Reply, *, lmtp: bool) -> Outcome:
         return _lmtp_reply(flow, reply)
     if reply.code < 400 and flow.error is None and flow.accepted:
         flow.success = reply
-        return Outcome.ACCEPTED
+        return _ACCEPTED
     if flow.error is None and flow.accepted:
         flow.error = response_error(reply, _Awaiting.DATA_END, "message")
     return Outcome.FAILED
