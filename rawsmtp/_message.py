@@ -167,6 +167,12 @@ class PreparedMessage:
     def smtputf8(self) -> bool:
         return self.envelope.smtputf8
 
+    @property
+    def crlf(self) -> bool:
+        """Its chunks are in the encoders' CR LF form already (in-memory content is normalised
+        here), so the core need not check their line ends again (``send_body(crlf=True)``)."""
+        return isinstance(self._source, bytes)
+
     def without_smtputf8(self) -> PreparedMessage | None:
         """This message for a server that lacks SMTPUTF8, or None when it cannot go there.
 

@@ -151,6 +151,7 @@ class Session:
         self.log = settings.logger
         self._body: Iterator[bytes] | None = None
         self._body_transaction: Transaction | None = None
+        self._body_crlf = False  # the body's chunks are in CR LF form already
         self._body_error: tuple[Transaction, BaseException] | None = None
         self._holding: Transaction | None = None  # its end held for its before_commit hook
         self._commit_errors: dict[int, SMTPCommitError] = {}  # by id(transaction), till reported
@@ -309,7 +310,7 @@ class Session:
             else:
                 self._hold(transaction, job.before_commit)
         else:
-            self.core.send_body(chunk)
+            self.core.send_body(chunk, crlf=self._body_crlf)
 
     def _hold(self, transaction: Transaction, hook: Callable[[], object]) -> None:
         """Run the message's commit hook in a worker; its end is written once it returned."""
@@ -342,6 +343,7 @@ class Session:
             job: Any = event.transaction.tag
             self._body_transaction = event.transaction
             self._body = iter(job.chunks(now))
+            self._body_crlf = job.prepared.crlf
             self.transport.streaming = True
             self.reports.message_started(self, event.transaction, now)
         elif isinstance(event, MessageAccepted):

@@ -456,12 +456,16 @@ class ClientConnection(Generic[TagT]):
         if self._writer is None:
             self._pump()
 
-    def send_body(self, chunk: bytes) -> None:
-        """Part of the message announced by :class:`SendBody` (raw bytes; encoding is ours)."""
+    def send_body(self, chunk: bytes, *, crlf: bool = False) -> None:
+        """Part of the message announced by :class:`SendBody` (raw bytes; encoding is ours).
+
+        ``crlf=True`` promises that the message's content so far is in CR LF form already
+        (CR LF line ends only, as :func:`~rawsmtp.protocol.to_crlf` makes it): the line ends
+        are then not checked again."""
         encoder = self._encoder
         if encoder is None:
             raise LocalProtocolError(_NO_BODY_EXPECTED)
-        data = encoder.encode(chunk)
+        data = encoder.encode(chunk, crlf=crlf)
         if not data:
             return
         if encoder is self._data_encoder:

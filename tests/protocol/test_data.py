@@ -171,6 +171,20 @@ def test_to_crlf_is_what_the_encoders_carry(data: bytes, cuts: list[int]) -> Non
     assert to_crlf(data) == decode_data(encode(pieces(data, cuts)))
 
 
+@given(message_bytes, st.lists(st.integers(0, 40), max_size=20), st.integers(1, 30))
+def test_content_in_crlf_form_encodes_the_same_unchecked(
+    data: bytes, cuts: list[int], chunk_size: int
+) -> None:
+    """``crlf=True`` (content already through to_crlf, cut anywhere, even inside a CR LF)
+    skips the line-end check and changes no byte of either encoding."""
+    chunks = pieces(to_crlf(data), cuts)
+    for make in (DataEncoder, lambda: ChunkingEncoder(chunk_size=chunk_size)):
+        checked, unchecked = make(), make()
+        wire = b"".join(checked.encode(chunk) for chunk in chunks) + checked.end()
+        fast = b"".join(unchecked.encode(chunk, crlf=True) for chunk in chunks) + unchecked.end()
+        assert fast == wire
+
+
 @given(st.lists(st.tuples(message_bytes, st.lists(st.integers(0, 40), max_size=5)), max_size=5))
 def test_one_data_encoder_serves_message_after_message(
     messages: list[tuple[bytes, list[int]]],
