@@ -202,3 +202,22 @@ def test_blank_line_finds_what_the_header_end_pattern_finds(parts: list[bytes]) 
 )
 def test_blank_line_edge_cases(data: bytes, expected: tuple[int, int] | None) -> None:
     assert _blank_line(data) == expected
+
+
+@pytest.mark.parametrize(
+    ("head", "message_id"),
+    [
+        (b"Message-ID: <id-1@example.org>\r\n", "<id-1@example.org>"),
+        (b"MESSAGE-id :\r\n <folded@example.org>\r\n", "<folded@example.org>"),
+        (b"Message-ID:\r\nMessage-ID: <second@example.org>\r\n", "<second@example.org>"),
+        (b"X-Message-ID: <other@example.org>\r\n", None),
+        (b"Subject: no id\r\n", None),
+        (b"Subject: id in the body\r\n\r\nMessage-ID: <body@example.org>\r\n", None),
+    ],
+)
+def test_a_given_envelope_reads_the_same_message_id(head: bytes, message_id: str | None) -> None:
+    """With the envelope given only the Message-ID is looked for: it is the one the header
+    scan finds when the envelope comes from the headers."""
+    raw = b"From: a@x.org\r\nTo: b@x.org\r\n" + head + b"\r\nbody\r\n"
+    given = prepare_message(raw, Envelope(mail_from="a@x.org", rcpt_to=("b@x.org",)))
+    assert given.message_id == prepare_message(raw, None).message_id == message_id
