@@ -49,6 +49,7 @@ from ..protocol import (
     SMTPTLSError,
     Transaction,
 )
+from ..protocol._frozen import open_twin
 from ._future import SendFuture
 from ._observe import Throttled
 from ._scheduler import Job, Scheduler, Slot
@@ -91,6 +92,8 @@ class Unset(enum.Enum):
 
 UNSET = Unset.UNSET
 """``send(dkim=UNSET)``, the default: the pool's ``dkim`` option applies (None: unsigned)."""
+
+_OpenSendResult = open_twin(SendResult)  # see _delivered
 
 # Builds a session (tests pass one that runs over a scripted transport).
 SessionFactory = Callable[[Any, IOServices, SessionSettings, float], Session]
@@ -614,19 +617,18 @@ class PoolEngine:
         elif accepted == event.transaction.recipients:  # the usual case: share the envelope's
             accepted = event.transaction.recipients
         submission.accepted = accepted
-        submission.delivered = SendResult(
-            accepted=accepted,
-            rejected=tuple(rejected),
-            rejected_errors=MappingProxyType(dict(rejected)) if rejected else NO_REJECTIONS,
-            response=str(event.reply),
-            envelope=prepared.envelope,
-            message_id=prepared.message_id,
-            message_size=prepared.size if prepared.size is not None else submission.sent_bytes,
-            envelope_time=max(0.0, submission.body_at - submission.assigned_at),
-            message_time=max(0.0, now - submission.body_at),
-            capabilities=capabilities_of(session.core),
-            deferred=submission.retried,
-        )
+        result = _OpenSendResult()  # every field set, as protocol._frozen says (one a message)
+        result.accepted, result.rejected = accepted, tuple(rejected)
+        result.rejected_errors = MappingProxyType(dict(rejected)) if rejected else NO_REJECTIONS
+        result.response, result.envelope = str(event.reply), prepared.envelope
+        result.message_id = prepared.message_id
+        result.message_size = prepared.size if prepared.size is not None else submission.sent_bytes
+        result.envelope_time = max(0.0, submission.body_at - submission.assigned_at)
+        result.message_time = max(0.0, now - submission.body_at)
+        result.capabilities = capabilities_of(session.core)
+        result.deferred, result.unconfirmed = submission.retried, ()
+        result.__class__ = SendResult
+        submission.delivered = result
 
     def _settle(self, submission: Submission, error: SMTPError | None) -> None:
         """Every recipient has its final outcome: resolve the future."""

@@ -107,6 +107,7 @@ from ._events import (
     StartTLS,
 )
 from ._extensions import Extensions, parse_ehlo
+from ._frozen import open_twin
 from ._mailflow import (
     _ACCEPTED,
     _BODY,
@@ -148,6 +149,7 @@ _ABANDONED = "the transaction was abandoned before its end"
 _READY, _CLOSED, _TLS_HANDSHAKE = State.READY, State.CLOSED, State.TLS_HANDSHAKE
 _AWAIT_MAIL, _AWAIT_RCPT, _AWAIT_DATA = _Awaiting.MAIL, _Awaiting.RCPT, _Awaiting.DATA
 _AWAIT_END, _AWAIT_QUIT = _Awaiting.DATA_END, _Awaiting.QUIT
+_OpenMessageAccepted = open_twin(MessageAccepted)  # _report_accepted sets every field
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1056,15 +1058,13 @@ class ClientConnection(Generic[TagT]):
     def _report_accepted(self, message: MailFlow[TagT]) -> None:
         reply = message.success
         assert reply is not None
-        # The transaction is over: its dict of refusals is handed over, not copied.
-        self._events.append(
-            MessageAccepted(
-                transaction=message.transaction,
-                reply=reply,
-                accepted=tuple(message.accepted),
-                rejected=message.rejected,
-            )
-        )
+        # The transaction is over: its dict of refusals is handed over, not copied. Built as
+        # _frozen says (one per message).
+        event = _OpenMessageAccepted()
+        event.transaction, event.reply = message.transaction, reply
+        event.accepted, event.rejected = tuple(message.accepted), message.rejected
+        event.__class__ = MessageAccepted
+        self._events.append(event)
 
     def _report_failed(self, message: MailFlow[TagT]) -> None:
         self._events.append(self._failure(message))

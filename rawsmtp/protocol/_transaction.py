@@ -6,11 +6,12 @@ chunks, when the client says the server is ready for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, cast
 
 from .._errors import LocalProtocolError
 from . import _commands
+from ._frozen import open_twin
 
 if TYPE_CHECKING:  # a default for the type checker only; no runtime dependency
     from typing_extensions import TypeVar
@@ -88,14 +89,15 @@ class Transaction(Generic[TagT]):
         _check_size(size)
         if body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
             raise LocalProtocolError(f"invalid BODY: {body!r}")
-        copy: Transaction[NewTagT] = object.__new__(Transaction)
-        for name in _SHARED_FIELDS:
-            object.__setattr__(copy, name, getattr(self, name))
-        object.__setattr__(copy, "size", size)
-        object.__setattr__(copy, "body", body)
-        object.__setattr__(copy, "smtputf8", smtputf8 or self.smtputf8)
-        object.__setattr__(copy, "tag", tag)
-        return copy
+        copy = _OpenTransaction()  # built as _frozen says: a fifth of the frozen way's cost
+        copy.mail_from, copy.recipients = self.mail_from, self.recipients
+        copy.size, copy.body, copy.smtputf8 = size, body, smtputf8 or self.smtputf8
+        copy.ret, copy.envid, copy.notify = self.ret, self.envid, self.notify
+        copy.orcpt, copy.requiretls, copy.tag = self.orcpt, self.requiretls, tag
+        copy._rcpt_lines, copy._mail_lines = self._rcpt_lines, self._mail_lines
+        copy.__class__ = Transaction
+        derived: Transaction[NewTagT] = copy
+        return derived
 
     def mail_command(
         self, *, dsn: bool, with_size: bool = True, with_body_type: bool = True
@@ -145,7 +147,4 @@ def _check_size(size: int | None) -> None:
         _commands.size_parameter(size)  # raises for an invalid size
 
 
-# What a copy takes over from its prototype; derive() sets the rest.
-_SHARED_FIELDS = tuple(
-    f.name for f in fields(Transaction) if f.name not in ("size", "body", "smtputf8", "tag")
-)
+_OpenTransaction = open_twin(Transaction)  # derive() sets every one of its fields

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -249,3 +251,21 @@ def test_cached_mail_lines_equal_freshly_serialised_ones(
 def test_invalid_size_is_refused_on_creation() -> None:
     with pytest.raises(LocalProtocolError, match="invalid SIZE"):
         Transaction(mail_from="a@b", recipients=("c@d",), size=-1)
+
+
+def test_a_derived_transaction_is_a_frozen_copy_with_every_field() -> None:
+    """derive() sets the fields one by one (see _frozen): none may be left out or shared."""
+    prototype = Transaction(
+        mail_from="a@b", recipients=("c@d",), ret="HDRS", envid="e", notify=frozenset({"NEVER"})
+    )
+    copy = prototype.derive(size=10, body="8BITMIME", smtputf8=True, tag="job")
+    assert type(copy) is Transaction
+    expected = dataclasses.replace(prototype, size=10, body="8BITMIME", smtputf8=True, tag="job")
+    for item in dataclasses.fields(Transaction):
+        if item.init:
+            assert getattr(copy, item.name) == getattr(expected, item.name), item.name
+        else:  # the serialised lines, shared with the prototype
+            assert getattr(copy, item.name) is getattr(prototype, item.name), item.name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        copy.size = 11  # type: ignore[misc]
+    assert prototype.size is None and prototype.tag is None
