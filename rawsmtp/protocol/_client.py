@@ -149,7 +149,8 @@ _ABANDONED = "the transaction was abandoned before its end"
 _READY, _CLOSED, _TLS_HANDSHAKE = State.READY, State.CLOSED, State.TLS_HANDSHAKE
 _AWAIT_MAIL, _AWAIT_RCPT, _AWAIT_DATA = _Awaiting.MAIL, _Awaiting.RCPT, _Awaiting.DATA
 _AWAIT_END, _AWAIT_QUIT = _Awaiting.DATA_END, _Awaiting.QUIT
-_OpenMessageAccepted = open_twin(MessageAccepted)  # _report_accepted sets every field
+# The events made for every message, built as _frozen says: their builders set every field.
+_OpenSendBody, _OpenMessageAccepted = open_twin(SendBody), open_twin(MessageAccepted)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -761,7 +762,10 @@ class ClientConnection(Generic[TagT]):
 
     def _open_body(self, message: MailFlow[TagT], encoder: DataEncoder | ChunkingEncoder) -> None:
         self._encoder = encoder
-        self._events.append(SendBody(transaction=message.transaction))
+        event = _OpenSendBody()
+        event.transaction = message.transaction
+        event.__class__ = SendBody
+        self._events.append(event)
 
     def _send_chunk(self, data: bytes, *, last: bool) -> None:
         """Write one BDAT segment of the writer's body, or hold it for the previous reply."""
@@ -1058,8 +1062,7 @@ class ClientConnection(Generic[TagT]):
     def _report_accepted(self, message: MailFlow[TagT]) -> None:
         reply = message.success
         assert reply is not None
-        # The transaction is over: its dict of refusals is handed over, not copied. Built as
-        # _frozen says (one per message).
+        # The transaction is over: its dict of refusals is handed over, not copied.
         event = _OpenMessageAccepted()
         event.transaction, event.reply = message.transaction, reply
         event.accepted, event.rejected = tuple(message.accepted), message.rejected
