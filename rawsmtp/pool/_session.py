@@ -272,13 +272,14 @@ class Session:
                 self._on_event(event, now)
                 if self._closed:
                     return
-            # Move output along before measuring it: the high-water mark bounds the memory a
-            # streamed body may occupy between the caller's file and the socket.
-            if output := core.data_to_send(now):
-                transport.write(output)
-            if self._body is None or transport.buffered() >= _HIGH_WATER:
+            # The high-water mark bounds the memory a streamed body may occupy between the
+            # caller's file and the socket; what the core holds counts, so output moves once
+            # (a message's commands, body and end used to make three writes).
+            if self._body is None or transport.buffered() + core.bytes_to_send >= _HIGH_WATER:
                 break
             self._feed_body()
+        if output := core.data_to_send(now):
+            transport.write(output)
         if self.settings.debug:
             self._trace()
 

@@ -393,6 +393,11 @@ class ClientConnection(Generic[TagT]):
         self._outgoing.clear()
         return data
 
+    @property
+    def bytes_to_send(self) -> int:
+        """How many bytes :meth:`data_to_send` would return now."""
+        return len(self._outgoing)
+
     def take_trace(self) -> list[tuple[str, str]]:
         """Protocol lines seen since the last call as ``("C"|"S", line)``, secrets redacted.
 
