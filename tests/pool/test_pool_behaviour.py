@@ -3,6 +3,7 @@ recycling after max_messages, polite idle QUIT, connection age, queue bounds, id
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
@@ -204,3 +205,16 @@ def test_repr_shows_the_queue_and_the_connections(pool_factory: Callable[..., An
         assert repr(pool) == "<SMTPPool queued=0 | 1 ready, 0 opening>"
         pool.close()
         assert repr(pool) == "<SMTPPool queued=0 | 0 ready, 0 opening, closed>"
+
+
+def test_a_delivered_result_is_a_complete_frozen_send_result(
+    pool_factory: Callable[..., Any],
+) -> None:
+    """The engine fills a SendResult field by field (protocol._frozen): none may be missing."""
+    with SMTPTestServer() as server, pool_factory(**options(server)) as pool:
+        result = pool.send(MESSAGE).result(timeout=10)
+    assert type(result) is rawsmtp.SendResult
+    assert dataclasses.replace(result) == result  # reads every field, built by __init__
+    assert result.accepted and result.unconfirmed == () and result.response.startswith("250")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.accepted = ()  # type: ignore[misc]
