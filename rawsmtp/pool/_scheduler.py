@@ -384,6 +384,8 @@ class Scheduler(Generic[JobT]):
         jobs = self._eligible(now, limit=self._spare_capacity())
         if jobs:
             self._assign(jobs, now, decisions.assign)
+            if not self._queue:  # every entry left is of a gone job, which it would keep
+                self._deadlines.clear()
         decisions.open = self._connections_to_open(now)
         return decisions
 
