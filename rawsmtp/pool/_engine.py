@@ -110,7 +110,7 @@ class Submission(Job):
     running: bool = False  # the future was moved to RUNNING (only the loop does that)
     retry_to: Envelope | None = field(default=None, repr=False)
     accepted: tuple[str, ...] = ()
-    rejected: dict[str, SMTPResponseError] = field(default_factory=dict, repr=False)
+    rejected: dict[str, SMTPResponseError] | None = field(default=None, repr=False)  # refusals()
     delivered: SendResult | None = field(default=None, repr=False)
     retried: tuple[str, ...] = ()  # recipients sent again alone after a 4xx
     submitted_at: float = field(default_factory=time.monotonic)  # send()'s time, its thread
@@ -126,6 +126,13 @@ class Submission(Job):
             return False
         self.running = True
         return True
+
+    def refusals(self) -> dict[str, SMTPResponseError]:
+        """``rejected``, made on first use: most messages are never refused, and a dict each
+        is 64 B more a queued message (bench/run.py, the queued rows)."""
+        if self.rejected is None:
+            self.rejected = {}
+        return self.rejected
 
     def commit(self) -> bool:
         """Its final dot is about to be handed out: False when the caller cancelled first."""
@@ -446,7 +453,7 @@ class PoolEngine:
             return deferred, event.rejected[deferred[0]] if deferred else None
         error = event.error
         if isinstance(error, SMTPRecipientsRefusedError):
-            submission.rejected.update(error.rejected)
+            submission.refusals().update(error.rejected)
             return _temporary(error.rejected), error
         submission.last_error = error
         if isinstance(error, SMTPResponseError) and error.is_temporary:
@@ -579,10 +586,11 @@ class PoolEngine:
         prepared = submission.prepared
         accepted, rejected = event.accepted, event.rejected
         if rejected or submission.rejected:  # refusals of this and earlier attempts
+            refusals = submission.refusals()
             for address in accepted:
-                submission.rejected.pop(address, None)
-            submission.rejected.update(rejected)
-            rejected = submission.rejected
+                refusals.pop(address, None)
+            refusals.update(rejected)
+            rejected = refusals
         if submission.accepted:
             accepted = submission.accepted + accepted
         elif accepted == event.transaction.recipients:  # the usual case: share the envelope's
@@ -616,7 +624,7 @@ class PoolEngine:
         if isinstance(error, SMTPRecipientsRefusedError) and submission.retried:
             # Every attempt refused: report every recipient's refusal, not the last attempt's.
             error = SMTPRecipientsRefusedError(
-                "all recipients were refused", rejected=dict(submission.rejected)
+                "all recipients were refused", rejected=dict(submission.refusals())
             )
         assert error is not None
         self._fail(submission, error)
@@ -625,7 +633,7 @@ class PoolEngine:
         """The delivery's result with each recipient's final outcome."""
         delivered = submission.delivered
         assert delivered is not None
-        rejected = submission.rejected
+        rejected = submission.refusals()
         for address in unconfirmed:
             rejected.pop(address, None)
         return dataclasses.replace(
