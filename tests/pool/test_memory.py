@@ -65,7 +65,7 @@ class _Job(Job):
 
 
 def test_the_scheduler_lets_go_of_every_job_it_assigned() -> None:
-    """Its deadline heap keeps entries of gone jobs lazily: none once the queue is empty."""
+    """Its deadline entries of gone jobs are dropped: none once the queue is empty."""
     scheduler: Scheduler[_Job] = Scheduler(max_connections=1, delivery_timeout=60)
     jobs = [scheduler.submit(_Job(), 0.0) for _ in range(3)]
     scheduler.slot_ready(scheduler.slot_opened(0.0), 0.0, window=3)
@@ -74,3 +74,17 @@ def test_the_scheduler_lets_go_of_every_job_it_assigned() -> None:
     gone = [weakref.ref(job) for job in jobs]
     del jobs, assigned
     assert [ref() for ref in gone] == [None, None, None]
+
+
+def test_the_scheduler_lets_go_of_assigned_jobs_while_others_wait() -> None:
+    """Sent in FIFO order, assigned jobs are the head of the in-order deadline deque, dropped
+    after the assignment: a long queue keeps no sent message until it empties."""
+    scheduler: Scheduler[_Job] = Scheduler(max_connections=1, delivery_timeout=60)
+    jobs = [scheduler.submit(_Job(), float(step)) for step in range(10)]
+    scheduler.slot_ready(scheduler.slot_opened(0.0), 0.0, window=3)
+    assigned = [job for _, job in scheduler.decide(0.0).assign]
+    assert assigned == jobs[:3] and scheduler.pending == 7
+    gone = [weakref.ref(job) for job in assigned]
+    del jobs[:3], assigned
+    assert [ref() for ref in gone] == [None, None, None]
+    assert scheduler.next_deadline(0.0) == 63.0  # the first still queued
