@@ -7,12 +7,14 @@ handshakes; ``rawsmtp.testing`` a fault-injecting test server.
 
 from . import auth, proxy
 from ._errors import (
+    SMTPCommitError,
     SMTPConfigError,
     SMTPConnectionError,
     SMTPDeliveryUnknownError,
     SMTPPoolClosedError,
     SMTPProxyError,
     SMTPQueueFullError,
+    SMTPTLSInterruptedError,
     SMTPTokenError,
 )
 from ._message import Envelope
@@ -40,6 +42,7 @@ __all__ = [
     "RemoteProtocolError",
     "SMTPAuthenticationError",
     "SMTPCapabilityError",
+    "SMTPCommitError",
     "SMTPConfigError",
     "SMTPConnectionError",
     "SMTPDeliveryUnknownError",
@@ -52,6 +55,7 @@ __all__ = [
     "SMTPRecipientsRefusedError",
     "SMTPResponseError",
     "SMTPTLSError",
+    "SMTPTLSInterruptedError",
     "SMTPTimeoutError",
     "SMTPTokenError",
     "SendResult",

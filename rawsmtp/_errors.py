@@ -18,6 +18,7 @@ __all__ = [
     "RemoteProtocolError",
     "SMTPAuthenticationError",
     "SMTPCapabilityError",
+    "SMTPCommitError",
     "SMTPConfigError",
     "SMTPConnectionError",
     "SMTPDeliveryUnknownError",
@@ -29,6 +30,7 @@ __all__ = [
     "SMTPRecipientsRefusedError",
     "SMTPResponseError",
     "SMTPTLSError",
+    "SMTPTLSInterruptedError",
     "SMTPTimeoutError",
     "SMTPTokenError",
 ]
@@ -93,7 +95,34 @@ class SMTPDisconnectedError(SMTPError, ConnectionError):
 
 
 class SMTPTLSError(SMTPError):
-    """TLS could not be established, or was required and not offered."""
+    """TLS could not be established, or was required and not offered.
+
+    ``is_temporary`` is False when something must change first: the certificate failed
+    verification or names another host, the two sides share no protocol version or cipher (or
+    the server does not speak TLS there), the server refused the client's certificate, or TLS
+    is required and not offered. It is True for a 4xx reply to STARTTLS and for
+    :class:`SMTPTLSInterruptedError`. The pool fails every queued message at once on a
+    permanent TLS failure met while connecting, and retries a temporary one with back-off, as
+    it does a connection that failed.
+    """
+
+    @property
+    def is_temporary(self) -> bool:
+        """True when the same attempt may succeed later (see the class docstring)."""
+        return self.code is not None and 400 <= self.code < 500
+
+
+class SMTPTLSInterruptedError(SMTPTLSError):
+    """TLS broke off for a reason that says nothing of either side's settings: a corrupted
+    record, an unexpected message, an internal-error alert, the TLS stream ending abruptly.
+    Always temporary. (A reset, an end of stream or a timeout in the middle of a handshake on
+    the pool's own sockets is reported as the :class:`SMTPConnectionError`,
+    :class:`SMTPDisconnectedError` or :class:`SMTPTimeoutError` it is, temporary too.)"""
+
+    @property
+    def is_temporary(self) -> bool:
+        """Always True."""
+        return True
 
 
 class SMTPResponseError(SMTPError):
@@ -221,4 +250,12 @@ class SMTPDeliveryUnknownError(SMTPError):
     """The message was sent in full but its final reply was lost: it may have been delivered.
 
     rawsmtp never resends such a message by itself, so it cannot arrive twice.
+    """
+
+
+class SMTPCommitError(SMTPError):
+    """The message's ``before_commit`` hook raised (the exception is the ``__cause__``).
+
+    The end of its data (the dot, or ``BDAT ... LAST``) was never written, so the message was
+    not delivered: it is safe to send again. rawsmtp does not resend it by itself.
     """

@@ -32,7 +32,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 from ._errors import SMTPConnectionError
 from .protocol import LocalProtocolError
 from .protocol._address import ascii_address, parse_address_list, parse_mailbox, quote_local_part
-from .protocol._data import _LineEnds
+from .protocol._data import LineEnds, to_crlf
 from .protocol._transaction import Transaction
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ class _Source:
 
     def measure(self) -> int:
         """The octets the encoders will send for this content (read once; seekable files)."""
-        line_ends, size = _LineEnds(), 0
+        line_ends, size = LineEnds(), 0
         for chunk in self.chunks():
             size += len(line_ends.normalise(chunk))
         return size + len(line_ends.flush())
@@ -273,13 +273,6 @@ def _ending_in_crlf(chunks: Iterator[bytes]) -> Iterator[bytes]:
             yield chunk
     if last not in (b"\n", b"\r"):  # a final CR becomes CR LF in the encoders
         yield b"\r\n"
-
-
-def _crlf(data: bytes) -> bytes:
-    """In-memory content as the encoders send it: CR LF line ends, ending in CR LF."""
-    line_ends = _LineEnds()
-    data = line_ends.normalise(data) + line_ends.flush()
-    return data + b"\r\n" if data and not data.endswith(b"\n") else data
 
 
 def prepare_message(
@@ -335,7 +328,7 @@ def _from_bytes(
     email.message.Message) adds the Message-ID and Date it lacks; raw bytes are sent as
     given, but for line ends and Bcc."""
     message_id = _message_id(fields)
-    data = _crlf(_strip_hidden(data))
+    data = to_crlf(_strip_hidden(data))
     if add_missing:
         added, message_id = _missing_headers(fields, envelope, message_id)
         data = added + data

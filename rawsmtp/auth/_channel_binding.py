@@ -16,8 +16,10 @@ __all__ = ["TLS_SERVER_END_POINT", "ChannelBinding", "tls_server_end_point"]
 
 TLS_SERVER_END_POINT = "tls-server-end-point"
 
-# (binding type name as in the GS2 header, binding data)
 ChannelBinding = tuple[str, bytes]
+"""TLS channel binding for SCRAM-*-PLUS: (the binding type's name as the GS2 header spells
+it, such as :data:`TLS_SERVER_END_POINT`, the binding data). Binding the SASL exchange to
+the TLS channel is what lets -PLUS detect a man in the middle that terminates TLS."""
 
 _SEQUENCE, _OID, _CONTEXT_0 = 0x30, 0x06, 0xA0
 

@@ -15,8 +15,12 @@ from ._oauth2_client import OAuth2
 
 __all__ = ["Credentials", "TokenProvider", "credentials_from"]
 
-# provider(renew) -> token, or (token, expires_at) with expires_at a time.time() timestamp.
 TokenProvider = Callable[[bool], str | tuple[str, float]]
+"""An OAuth2 access-token source for XOAUTH2 and OAUTHBEARER: ``provider(renew)`` returns the
+token, or ``(token, expires_at)`` with ``expires_at`` a ``time.time()`` timestamp so the pool
+can ask for a fresh one before it lapses. ``renew`` is True when the pool needs a new token
+(the last one expires soon, or the server refused it): return a new one, not a cached one. It
+may block: the pool calls it in a worker thread, never on its loop."""
 
 # Nodemailer's key names (and their snake_case spellings) -> Credentials fields.
 _DICT_KEYS = {

@@ -28,14 +28,17 @@ from ._channel_binding import ChannelBinding
 from ._credentials import Credentials
 from ._saslprep import saslprep
 
-__all__ = ["Scram", "prepare_credentials"]
+__all__ = ["MAX_ITERATIONS", "Scram", "prepare_credentials"]
 
 # hashlib names of the hashes RFC 5802 and RFC 7677 register.
 _HASHES = {"SHA-1": "sha1", "SHA-256": "sha256"}
 
-# Enough for any real server (RFC 7677 asks for at least 4096; OWASP suggests 600,000 for
-# PBKDF2-SHA256) while keeping a hostile server from burning minutes of our CPU.
 MAX_ITERATIONS = 1_000_000
+"""The largest SCRAM iteration count a server may ask for; a larger one fails authentication.
+
+The count is the server's to choose and PBKDF2 costs time in proportion to it: this is enough
+for any real server (RFC 7677 asks for at least 4096; OWASP suggests 600,000 for PBKDF2-SHA256)
+while keeping a hostile server from burning minutes of the client's CPU."""
 
 
 class _Step(Enum):

@@ -33,7 +33,7 @@ from ._oauth import OAuthBearer, XOAuth2
 from ._password import CramMD5, Login, Plain
 from ._scram import Scram, prepare_credentials
 
-__all__ = ["check_auth_transport", "select_mechanisms"]
+__all__ = ["KNOWN_MECHANISMS", "check_auth_transport", "select_mechanisms"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,9 @@ _TOKEN_MECHANISMS: dict[str, _Factory] = {
     ),
 }
 KNOWN_MECHANISMS = frozenset(_PASSWORD_MECHANISMS) | frozenset(_TOKEN_MECHANISMS)
+"""The SASL mechanism names rawsmtp implements (PLAIN, LOGIN, CRAM-MD5, the SCRAM family with
+and without -PLUS, XOAUTH2, OAUTHBEARER): the values the ``auth_method`` option accepts. Any
+other name fails with :class:`~rawsmtp.SMTPConfigError` before AUTH is sent."""
 
 
 def select_mechanisms(

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthInput",
+    "BeforeCommit",
     "BinaryReadable",
     "DSNDict",
     "EnvelopeDict",
@@ -158,3 +159,8 @@ MessageInput: TypeAlias = Union[
 
 EnvelopeInput: TypeAlias = Envelope | EnvelopeDict | None
 """``send()``'s envelope: an Envelope, a Nodemailer-shaped dict, or None (from the headers)."""
+
+BeforeCommit: TypeAlias = Callable[[], object]
+"""``send(before_commit=)``: called with no arguments in a worker thread just before the
+message's end of data is written (the dot, or ``BDAT ... LAST``), which waits for it to return;
+what it returns is ignored, and an exception fails the message with ``SMTPCommitError``."""

@@ -21,18 +21,25 @@ JSON-serialisable result per message: ``status`` is ``"sent"`` (with ``accepted`
 ``"unknown"`` (its final reply was lost: it may have been delivered, so it is never resent),
 ``"failed"`` (permanently) or ``"deferred"`` (temporary failures outlasted the retries).
 
-Idempotency, by Message-ID (a message without one is refused): before sending, the task claims
-the id (``SET NX`` with ``claim_ttl``, refreshed every ``claim_ttl / 3`` while the message is on
-its way, so a dead worker's claims lapse soon); after the final 250 it records ``sent`` (with
-``record_ttl``), before the task returns and so before a late ack. A redelivered task finds the
-record and reports ``duplicate``; a claim of another run in progress makes it retry later. The
-gap that remains: a worker killed after the server's 250 and before the record is written, or
-with a message on the wire, sends that message again once its claim lapsed --
-at-least-once, for the messages in flight at the crash only.
+Idempotency, by Message-ID (a message without one is refused), in two keys per id: the claim
+``<prefix><id>`` and the commit record ``<prefix><id>:committing``. Before sending, the task
+claims the id (``SET NX`` with ``claim_ttl``, refreshed every ``claim_ttl / 3`` while the
+message is on its way, so a dead worker's claims lapse soon). The message's commit point is the
+pool's ``before_commit`` hook, run just before the end of its data is written (which waits for
+it): there one ``SET`` records ``committing`` (with ``record_ttl``). After the final 250 the
+claim becomes ``sent`` (with ``record_ttl``), before the task returns and so before a late ack.
+
+A redelivered task that finds ``sent`` reports ``duplicate``; one that finds a live claim of
+another run retries later; one that wins a lapsed claim and finds ``committing`` reports
+``unknown`` (the message may have been delivered: it is never resent); one that wins a lapsed
+claim without a commit record sends (the message never reached its end). Nothing is sent twice.
+The window that remains: a worker killed after Redis answered the commit record and before the
+end of data was written loses that message (reported ``unknown``, never delivered). A hook that
+fails (Redis down) leaves the message undelivered (``SMTPCommitError``): the batch is retried.
 
 Retries: the whole batch is retried (``self.retry``) when a message failed temporarily (4xx,
-connection lost before the data, timeout, pool closing) or was claimed elsewhere; delivered ones
-come back as ``duplicate``. Never for ``SMTPDeliveryUnknownError`` or a 5xx.
+connection lost before the data, timeout, pool closing, a commit record that could not be
+written) or was claimed elsewhere; delivered ones come back as ``duplicate``. Never for ``SMTPDeliveryUnknownError`` or a 5xx.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import email.utils
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -52,6 +59,7 @@ from typing import Any
 from celery import Celery, Task, signals
 
 from .._errors import (
+    SMTPCommitError,
     SMTPConnectionError,
     SMTPDeliveryUnknownError,
     SMTPDisconnectedError,
@@ -67,7 +75,12 @@ __all__ = ["Mailer", "install", "mail"]
 
 log = logging.getLogger("rawsmtp.contrib.celery")
 
-_SENT, _UNKNOWN = b"sent", b"unknown"
+_SENT, _UNKNOWN, _COMMITTING = b"sent", b"unknown", b"committing"
+_COMMIT_SUFFIX = ":committing"  # the commit record's key: the claim's, with this added
+_DIED_COMMITTING = (
+    "an earlier run reached the message's commit point and died before recording its outcome: "
+    "it may have been delivered, so it is not resent"
+)
 
 
 def mail(sender: str, to: list[str], subject: str, text: str, **headers: str) -> dict[str, Any]:
@@ -88,7 +101,7 @@ def _temporary(error: BaseException) -> bool:
     if isinstance(error, SMTPResponseError):
         return error.is_temporary
     transient = SMTPConnectionError | SMTPDisconnectedError | SMTPTimeoutError
-    return isinstance(error, transient | SMTPPoolClosedError)
+    return isinstance(error, transient | SMTPPoolClosedError | SMTPCommitError)
 
 
 def _message_id(message: str) -> str | None:
@@ -112,6 +125,10 @@ class Mailer:
     _pool: SMTPPool | None = field(default=None, init=False)
     _options: Mapping[str, Any] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    # Requests to ``store`` (each one round trip), for the figures; the commit hook counts
+    # from the pool's worker threads, hence the lock.
+    round_trips: int = field(default=0, init=False)
+    _counting: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def pool(self) -> SMTPPool:
@@ -142,25 +159,47 @@ class Mailer:
         pool = self.pool
         futures: dict[Future[SendResult], int] = {}
         for index in claimed:
-            item = messages[index]
-            futures[pool.send(item["message"], item.get("envelope"))] = index
+            item, commit = messages[index], self._commit_hook(str(ids[index]))
+            futures[pool.send(item["message"], item.get("envelope"), before_commit=commit)] = index
         retry = any(r.get("status") == "deferred" for r in results)
-        deadline = time.monotonic() + self.send_timeout
+        every = self.claim_ttl / 3
+        refreshed = time.monotonic()
+        deadline = refreshed + self.send_timeout
         while futures:
-            done, _ = wait(futures, timeout=self.claim_ttl / 3, return_when=FIRST_COMPLETED)
+            done, _ = wait(futures, timeout=every, return_when=FIRST_COMPLETED)
             for future in done:
                 index = futures.pop(future)
-                retry |= self._settle(ids[index], future, results[index])
-            if futures and time.monotonic() > deadline:
+                retry |= self._settle(str(ids[index]), future, results[index])
+            now = time.monotonic()
+            if futures and now > deadline:
                 raise TimeoutError(f"{len(futures)} messages unsent after {self.send_timeout} s")
-            self._refresh(ids[index] for index in futures.values())
+            if now - refreshed >= every:  # not at every outcome: a round trip each
+                refreshed = now
+                self._refresh([str(ids[index]) for index in futures.values()])
         return results, retry
 
-    def _refresh(self, ids: Iterable[str | None]) -> None:
+    def _commit_hook(self, message_id: str) -> Callable[[], None]:
+        """The message's commit point (the pool's ``before_commit``, in its worker thread)."""
+        key = self.prefix + message_id + _COMMIT_SUFFIX
+
+        def commit() -> None:
+            self._count()
+            self.store.set(key, _COMMITTING, px=_ms(self.record_ttl))
+
+        return commit
+
+    def _count(self) -> None:
+        with self._counting:
+            self.round_trips += 1
+
+    def _refresh(self, ids: list[str]) -> None:
         """Keep the claims of messages still on their way (a dead worker's lapse)."""
+        if not ids:
+            return
         pipe = self.store.pipeline(transaction=False)
         for message_id in ids:
-            pipe.pexpire(self.prefix + str(message_id), _ms(self.claim_ttl))
+            pipe.pexpire(self.prefix + message_id, _ms(self.claim_ttl))
+        self._count()
         pipe.execute()
 
     def _claim(self, ids: list[str | None], results: list[dict[str, Any]]) -> list[int]:
@@ -168,8 +207,11 @@ class Mailer:
         pipe = self.store.pipeline(transaction=False)
         for message_id in ids:
             if message_id is not None:
-                pipe.set(self.prefix + message_id, b"pending", nx=True, px=_ms(self.claim_ttl))
-                pipe.get(self.prefix + message_id)
+                key = self.prefix + message_id
+                pipe.set(key, b"pending", nx=True, px=_ms(self.claim_ttl))
+                pipe.get(key)
+                pipe.get(key + _COMMIT_SUFFIX)
+        self._count()
         answers = iter(pipe.execute())
         claimed: list[int] = []
         for index, message_id in enumerate(ids):
@@ -178,8 +220,11 @@ class Mailer:
             if message_id is None:
                 result.update(status="failed", error="the message has no Message-ID header")
                 continue
-            won, value = next(answers), next(answers)
-            if won:
+            won, value, committing = next(answers), next(answers), next(answers)
+            if won and committing == _COMMITTING:  # a dead run's claim lapsed after its commit
+                self._record(message_id, _UNKNOWN)
+                result.update(status="unknown", error=_DIED_COMMITTING)
+            elif won:
                 claimed.append(index)
             elif value == _SENT:
                 result["status"] = "duplicate"
@@ -189,13 +234,12 @@ class Mailer:
                 result.update(status="deferred", error="being sent by another task")
         return claimed
 
-    def _settle(self, message_id: Any, future: Future[SendResult], result: dict[str, Any]) -> bool:
+    def _settle(self, message_id: str, future: Future[SendResult], result: dict[str, Any]) -> bool:
         """Record one outcome; True when it calls for a retry."""
-        key = self.prefix + message_id
         error = future.exception()
         if error is None:
             sent = future.result()
-            self.store.set(key, _SENT, px=_ms(self.record_ttl))
+            self._record(message_id, _SENT)
             result.update(
                 status="sent",
                 accepted=list(sent.accepted),
@@ -207,13 +251,26 @@ class Mailer:
             )
             return False
         if isinstance(error, SMTPDeliveryUnknownError):
-            self.store.set(key, _UNKNOWN, px=_ms(self.record_ttl))
+            self._record(message_id, _UNKNOWN)
             result.update(status="unknown", error=str(error))
             return False
-        self.store.delete(key)
+        self._record(message_id, None)  # not delivered: a later run may send it
         temporary = isinstance(error, SMTPError) and _temporary(error)
         result.update(status="deferred" if temporary else "failed", error=str(error))
         return temporary
+
+    def _record(self, message_id: str, value: bytes | None) -> None:
+        """The id's outcome in one round trip: ``value`` kept ``record_ttl`` (None: forgotten),
+        its commit record gone."""
+        key = self.prefix + message_id
+        pipe = self.store.pipeline(transaction=False)
+        if value is None:
+            pipe.delete(key, key + _COMMIT_SUFFIX)
+        else:
+            pipe.set(key, value, px=_ms(self.record_ttl))
+            pipe.delete(key + _COMMIT_SUFFIX)
+        self._count()
+        pipe.execute()
 
 
 def _ms(seconds: float) -> int:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 
 from ..protocol import LocalProtocolError
-from ..protocol._data import _LineEnds
+from ..protocol._data import LineEnds
 
 __all__ = ["MAX_HEADER_BLOCK", "BodyHash", "canonical_header", "digest", "header_fields"]
 
@@ -107,7 +107,7 @@ def digest(
 ) -> tuple[bytes, dict[str, bytes]]:
     """(header block with CR LF ends, {body canonicalization: SHA-256 of the body})."""
     hashes = {name: BodyHash(name) for name in body_canonicalizations}
-    line_ends = _LineEnds()
+    line_ends = LineEnds()
     head = bytearray()
     in_body = False
     for chunk in chunks:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import SMTPConfigError
 from ..protocol import LocalProtocolError
-from ..protocol._data import _LineEnds
+from ..protocol._data import to_crlf
 from ._canon import canonical_header, digest, header_fields
 from ._keys import PrivateKey, key_algorithm, load_private_key, public_key_data, sign
 
@@ -118,10 +118,8 @@ class DKIMSigner:
     def sign(self, message: bytes | str) -> bytes:
         """``message`` as it goes on the wire (CR LF line ends, ending in one), its
         ``DKIM-Signature`` field first."""
-        line_ends = _LineEnds()
-        data = line_ends.normalise(_message_bytes(message)) + line_ends.flush()
-        if not data.endswith(b"\r\n"):
-            data += b"\r\n"  # what the DATA encoder adds; verifiers see the same last line
+        # Empty: one CR LF, the blank line that ends the header block the signature then heads.
+        data = to_crlf(_message_bytes(message)) or b"\r\n"
         return self.signature(data) + data
 
     def field(self, fields: Sequence[tuple[bytes, bytes]], body_hash: bytes, now: int) -> bytes:

@@ -26,8 +26,8 @@ from typing import Any, Unpack
 
 from .._errors import LocalProtocolError, SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
-from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
-from ._engine import _UNSET, EngineFacade, PoolEngine, Submission
+from ..config._typing import BeforeCommit, EnvelopeInput, MessageInput, PoolOptions
+from ._engine import UNSET, EngineFacade, PoolEngine, Submission
 from ._observe import PoolStats
 from ._stats import pool_stats
 from ._transport import Transport, WriteBatch
@@ -39,13 +39,12 @@ class SMTPPool(EngineFacade):
     """An SMTP pool on the running asyncio loop (create and use it from one loop)."""
 
     def __init__(self, **options: Unpack[PoolOptions]) -> None:
-        self._engine = PoolEngine(dict(options), self)
-        # on_event runs after the loop's current step, on the loop (before aclose() returns).
-        self._engine.telemetry.deliver_with(lambda f, e: asyncio.get_running_loop().call_soon(f, e))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watched: dict[Transport, tuple[int, bool]] = {}  # fd, watching for writes
         self._writes = WriteBatch()
-        self.flush_soon = self._writes.add  # IOServices.flush_soon, without a call in between
+        self._engine = PoolEngine(dict(options), _Driver(self))
+        # on_event runs after the loop's current step, on the loop (before aclose() returns).
+        self._engine.telemetry.deliver_with(lambda f, e: asyncio.get_running_loop().call_soon(f, e))
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._sync_scheduled = False
@@ -59,7 +58,8 @@ class SMTPPool(EngineFacade):
         envelope: EnvelopeInput = None,
         *,
         deadline: float | None = None,
-        dkim: Any = _UNSET,
+        dkim: Any = UNSET,
+        before_commit: BeforeCommit | None = None,
     ) -> SendWaiter:
         """Queue one message; await the result for its :class:`~rawsmtp.SendResult` (or the
         SMTPError it failed with). Call it on the pool's loop.
@@ -68,13 +68,22 @@ class SMTPPool(EngineFacade):
         without a task each. Input that can never be sent raises a ``ValueError`` subclass
         here. With ``max_queue`` set and the queue full, raises
         :class:`~rawsmtp.SMTPQueueFullError`. Cancelling the future withdraws a message that
-        has not started. ``deadline`` and ``dkim`` as for the synchronous pool's ``send``.
+        has not started. ``deadline``, ``dkim`` and ``before_commit`` as for the synchronous
+        pool's ``send``: ``before_commit`` is a plain callable, run in the loop's default
+        executor, never on the loop.
         """
         engine = self._engine
         if not engine.closed:
             self._check_loop()
         submission = engine.submit(
-            message, envelope, block=False, timeout=0, on_loop=True, deadline=deadline, dkim=dkim
+            message,
+            envelope,
+            block=False,
+            timeout=0,
+            on_loop=True,
+            deadline=deadline,
+            dkim=dkim,
+            before_commit=before_commit,
         )
         if not isinstance(submission, Submission):  # the pool is closed: failed already
             waiter = SendWaiter(submission)
@@ -139,33 +148,6 @@ class SMTPPool(EngineFacade):
             engine.fail_everything(
                 SMTPPoolClosedError("the pool was collected while open"), time.monotonic()
             )
-
-    # -- Driver: what the engine needs ----------------------------------------------------------
-
-    def run_blocking(
-        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None, float], None]
-    ) -> None:
-        def finished(result: asyncio.Future[Any]) -> None:
-            error = result.exception()
-            value = None if error is not None else result.result()
-            self._call(lambda now: done(value, error, now))
-
-        assert self._loop is not None
-        self._loop.run_in_executor(None, func).add_done_callback(finished)
-
-    def withdraw(self, future: Future[SendResult]) -> None:
-        self._call(lambda now: self._engine.cancel_future(future, now))
-
-    def watch(self, transport: Transport) -> None:
-        self._schedule_sync()
-
-    def forget(self, transport: Transport) -> None:
-        watched = self._watched.pop(transport, None)
-        if watched is not None and self._loop is not None:
-            fd, writing = watched
-            self._loop.remove_reader(fd)
-            if writing:
-                self._loop.remove_writer(fd)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -267,6 +249,47 @@ class SMTPPool(EngineFacade):
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, None
         self._guarded(self._engine.fire_timers)
+
+
+class _Driver:
+    """The engine's :class:`~rawsmtp.pool._engine.Driver` for one asyncio pool: the hooks the
+    engine, its sessions and their transports call, kept off the pool's public face. The loop's
+    state (the running loop, the watched sockets, the write batch) stays on the pool."""
+
+    __slots__ = ("_pool", "flush_soon")
+
+    def __init__(self, pool: SMTPPool) -> None:
+        self._pool = pool
+        self.flush_soon = pool._writes.add  # IOServices.flush_soon, without a call in between
+
+    def run_blocking(
+        self, func: Callable[[], Any], done: Callable[[Any, BaseException | None, float], None]
+    ) -> None:
+        pool = self._pool
+
+        def finished(result: asyncio.Future[Any]) -> None:
+            error = result.exception()
+            value = None if error is not None else result.result()
+            pool._call(lambda now: done(value, error, now))
+
+        assert pool._loop is not None
+        pool._loop.run_in_executor(None, func).add_done_callback(finished)
+
+    def withdraw(self, future: Future[SendResult]) -> None:
+        engine = self._pool._engine
+        self._pool._call(lambda now: engine.cancel_future(future, now))
+
+    def watch(self, transport: Transport) -> None:
+        self._pool._schedule_sync()
+
+    def forget(self, transport: Transport) -> None:
+        pool = self._pool
+        watched = pool._watched.pop(transport, None)
+        if watched is not None and pool._loop is not None:
+            fd, writing = watched
+            pool._loop.remove_reader(fd)
+            if writing:
+                pool._loop.remove_writer(fd)
 
 
 def _nothing(now: float) -> None:

@@ -4,8 +4,9 @@ The engine owns the scheduler, the sessions and every message's future; it decid
 sessions act. What it needs from an event loop is the small :class:`Driver` protocol: the
 :class:`~rawsmtp.pool._transport.IOServices` it lends to sessions (a worker for blocking calls,
 socket registration, batched writes) and a way back to the loop for cancellations. The selectors
-pool (``rawsmtp.SMTPPool``) and the asyncio pool (``rawsmtp.aio.SMTPPool``) are such drivers, so
-the two behave the same by construction. Every engine method but :meth:`PoolEngine.submit` runs
+pool (``rawsmtp.SMTPPool``) and the asyncio pool (``rawsmtp.aio.SMTPPool``) each give their engine
+such a driver, a private object of theirs (so the pools show only the user API), and the two
+behave the same by construction. Every engine method but :meth:`PoolEngine.submit` runs
 on the driver's loop and is given the driver's clock as ``now``: the engine never reads one.
 Sessions come from an injected factory, so tests can run the engine over scripted transports.
 """
@@ -13,6 +14,7 @@ Sessions come from an injected factory, so tests can run the engine over scripte
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 import threading
 import time
@@ -34,6 +36,7 @@ from .._errors import (
 from .._message import Envelope, PreparedMessage, prepare_message
 from .._result import NO_REJECTIONS, SendResult, capabilities_of
 from ..config._options import Options
+from ..config._typing import BeforeCommit
 from ..protocol import (
     ConnectionClosed,
     LocalProtocolError,
@@ -50,17 +53,19 @@ from ._future import SendFuture
 from ._observe import Throttled
 from ._scheduler import Job, Scheduler, Slot
 from ._session import Session, SessionSettings, as_smtp_error
-from ._stats import Telemetry, closed, delivered, failed, opened, retries, started
+from ._stats import Telemetry, closed, failed, opened
 from ._transport import IOServices
 from ._wiring import make_socket_plan, pool_options, session_settings
 
 __all__ = [
     "THROTTLE_REPLIES",
+    "UNSET",
     "Driver",
     "EngineFacade",
     "PoolEngine",
     "SessionFactory",
     "Submission",
+    "Unset",
 ]
 
 # Replies that mean "too fast" or "too many", searched in "<code> <text>" of a 4xx reply (the
@@ -76,7 +81,16 @@ THROTTLE_REPLIES: tuple[re.Pattern[str], ...] = tuple(
         r"rate.?limit",
     )
 )
-_UNSET: Any = object()  # send(dkim=...) not given: the pool's option applies
+
+
+class Unset(enum.Enum):
+    """The type of :data:`UNSET` (a one-member enum: ``is``, ``match`` and mypy know it)."""
+
+    UNSET = "UNSET"
+
+
+UNSET = Unset.UNSET
+"""``send(dkim=UNSET)``, the default: the pool's ``dkim`` option applies (None: unsigned)."""
 
 # Builds a session (tests pass one that runs over a scripted transport).
 SessionFactory = Callable[[Any, IOServices, SessionSettings, float], Session]
@@ -117,6 +131,8 @@ class Submission(Job):
     connection_id: int | None = None  # the session of its latest attempt
     # Where it is being sent, for a cancel() before its final dot (see cancel_future).
     placed: tuple[Session, Transaction] | None = field(default=None, repr=False)
+    # send(before_commit=): run off the loop before each end of data (Session._hold).
+    before_commit: BeforeCommit | None = field(default=None, repr=False)
 
     def start(self) -> bool:
         """Move the future to RUNNING once; False when the caller cancelled it first."""
@@ -154,12 +170,15 @@ class Submission(Job):
 
 def _permanent(error: SMTPError) -> bool:
     """Set-up failures that will not go away by retrying: fail the queue at once (5xx, failed
-    credentials or no usable mechanism, TLS verification or require_tls, misconfiguration)."""
-    if isinstance(error, SMTPTLSError | LocalProtocolError):
+    credentials or no usable mechanism, a TLS failure that is not ``is_temporary``, such as a
+    certificate that fails verification or require_tls unmet, misconfiguration)."""
+    if isinstance(error, SMTPTLSError):
+        return not error.is_temporary
+    if isinstance(error, LocalProtocolError):
         return True
     if isinstance(error, SMTPProxyError):  # the proxy refused our credentials, or its TLS
         if isinstance(error.__cause__, SMTPTLSError):
-            return True
+            return not error.__cause__.is_temporary
         return error.reply_code is not None and "authentication" in error.message
     if isinstance(error, SMTPAuthenticationError):
         return not (error.code is not None and 400 <= error.code < 500)  # 454: try again
@@ -243,13 +262,15 @@ class PoolEngine:
         timeout: float | None,
         on_loop: bool,
         deadline: float | None = None,
-        dkim: Any = _UNSET,
+        dkim: Any = UNSET,
+        before_commit: BeforeCommit | None = None,
     ) -> Submission | Future[SendResult]:
         """Prepare and count a message; the driver then hands the Submission to :meth:`enqueue`.
 
         Returns an already failed future instead when the pool is closed or the message's
         source could not be read. ``deadline``: seconds it may wait in the queue (the
-        ``delivery_timeout`` option when None); ``dkim`` replaces the pool's ``dkim`` option.
+        ``delivery_timeout`` option when None); ``dkim`` replaces the pool's ``dkim`` option;
+        ``before_commit`` is the message's commit hook (see the drivers' ``send``).
         """
         future: SendFuture[SendResult] = SendFuture(self._futures_lock, self._withdraw)
         if self.closed:
@@ -257,7 +278,9 @@ class PoolEngine:
             return future
         if deadline is not None and not deadline > 0:
             raise LocalProtocolError(f"deadline must be a number of seconds > 0, not {deadline!r}")
-        if dkim is _UNSET:
+        if before_commit is not None and not callable(before_commit):
+            raise LocalProtocolError(f"before_commit must be callable, not {before_commit!r}")
+        if dkim is UNSET:
             signer = self.options.dkim
         elif dkim is None:
             signer = None
@@ -270,7 +293,9 @@ class PoolEngine:
         except SMTPConnectionError as error:  # the source failed while read: not a misuse
             future.set_exception(error)
             return future
-        submission = Submission(prepared=prepared, future=future, timeout=deadline)
+        submission = Submission(
+            prepared=prepared, future=future, timeout=deadline, before_commit=before_commit
+        )
         # The condition's own lock, entered directly: Condition.__enter__ is Python code, and
         # this runs for every message.
         with self._counting:
@@ -494,19 +519,21 @@ class PoolEngine:
             if event.pipelining_refused:
                 self._pipelining_refused(session, now)
             throttled = self._throttling(session, error, now)
+            # The core closed it to abandon a message inside DATA (a cancel, a failed commit
+            # hook): the messages behind it are not at fault.
+            abandoned = isinstance(error, LocalProtocolError)
             failed = self.scheduler.slot_failed(
                 slot,
                 now,
                 requeue=requeue,
                 permanent=setup_failed and _permanent(error),
-                charge=not (throttled or event.pipelining_refused),
+                charge=not (throttled or event.pipelining_refused or abandoned),
             )
         for job in failed:
             self._count_dequeued()
             self._fail(job, error or job.last_error or SMTPConnectionError("not sent"))
         for job in requeue:  # charged only where the scheduler took an attempt
-            for retry in retries((job,), error, now, charged=job.attempts > attempts[id(job)]):
-                self._emit(retry)
+            self.telemetry.retrying(job, error, now, charged=job.attempts > attempts[id(job)])
 
     def _requeue(
         self, unsent: tuple[Transaction, ...], error: SMTPError | None, now: float
@@ -539,8 +566,7 @@ class PoolEngine:
             self._fail(submission, SMTPPoolClosedError("the pool is closed"))
         elif self.scheduler.job_deferred(slot, submission, now, charge=charge):
             self._count_requeued()
-            for retry in retries((submission,), error, now, charged=charge):
-                self._emit(retry)
+            self.telemetry.retrying(submission, error, now, charged=charge)
         else:
             self._settle(submission, error)
 
@@ -618,7 +644,7 @@ class PoolEngine:
                 result = self._result(submission)
             self._forget(submission)
             if not submission.future.done():
-                self._emit(delivered(submission, result, time.monotonic()))
+                self.telemetry.delivered(submission, result, time.monotonic())
                 submission.future.set_result(result)
             return
         if isinstance(error, SMTPRecipientsRefusedError) and submission.retried:
@@ -664,7 +690,7 @@ class PoolEngine:
             return
         submission.assigned_at = now
         submission.connection_id = session.id
-        self._emit(started(session, submission, now))
+        self.telemetry.started(session, submission, now)
         transaction = self._transaction_for(submission, session)
         submission.placed = (session, transaction)
         try:
@@ -754,7 +780,7 @@ class PoolEngine:
             unknown = isinstance(error, SMTPDeliveryUnknownError) and retry_to is not None
             unconfirmed = retry_to.rcpt_to if unknown and retry_to is not None else ()
             result = self._result(submission, unconfirmed)
-            self._emit(delivered(submission, result, time.monotonic()))
+            self.telemetry.delivered(submission, result, time.monotonic())
             submission.future.set_result(result)
             return
         self._emit(failed(submission, error))

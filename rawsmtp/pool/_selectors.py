@@ -37,8 +37,8 @@ from typing import Any, Unpack
 
 from .._errors import SMTPConnectionError, SMTPPoolClosedError
 from .._result import SendResult
-from ..config._typing import EnvelopeInput, MessageInput, PoolOptions
-from ._engine import _UNSET, EngineFacade, PoolEngine, Submission
+from ..config._typing import BeforeCommit, EnvelopeInput, MessageInput, PoolOptions
+from ._engine import UNSET, EngineFacade, PoolEngine, Submission
 from ._observe import PoolStats
 from ._stats import pool_stats
 from ._threads import daemon, start
@@ -69,7 +69,8 @@ class SMTPPool(EngineFacade):
         block: bool = True,
         timeout: float | None = None,
         deadline: float | None = None,
-        dkim: Any = _UNSET,
+        dkim: Any = UNSET,
+        before_commit: BeforeCommit | None = None,
     ) -> Future[SendResult]:
         """Queue a message; the future resolves to a :class:`SendResult` or an SMTPError.
 
@@ -80,6 +81,16 @@ class SMTPPool(EngineFacade):
         (None: unsigned).
         ``future.cancel()`` withdraws the message until its final dot is handed out (see the
         README).
+
+        ``before_commit`` (a callable without arguments) is the message's commit point: it is
+        called in a worker thread once the whole body but its end (the dot, or the
+        ``BDAT ... LAST`` chunk) is written, and that end waits until it returns; from then on
+        ``cancel()`` returns False. When it raises, the end is never written and the future
+        fails with :class:`~rawsmtp.SMTPCommitError` (the exception as its cause): not
+        delivered, safe to send again. With BDAT the connection then goes on after an RSET;
+        inside DATA it is closed, since only a connection closed before the dot keeps a server
+        from delivering (RFC 5321 section 3.8). It runs once per attempt that reaches its end
+        (again for recipients a 4xx deferred).
         """
         loop = self._loop
         submission = self._engine.submit(
@@ -90,6 +101,7 @@ class SMTPPool(EngineFacade):
             on_loop=loop.on_loop(),
             deadline=deadline,
             dkim=dkim,
+            before_commit=before_commit,
         )
         if not isinstance(submission, Submission):
             return submission

@@ -4,9 +4,18 @@ A :class:`Session` creates the :class:`~rawsmtp.protocol.ClientConnection` once 
 is open, hands it every received byte, acts on its events (message bodies fed in bounded
 steps, STARTTLS, authentication with one token renewal, a polite QUIT after a failed set-up
 step) and reports to the engine through :class:`SessionReports`. Blocking work (token
-providers) runs through the driver's :class:`~rawsmtp.pool._transport.IOServices`. Both drivers
-run sessions the same way; the transport is injected (``transport_factory``) so tests can run a
-session over a scripted, in-memory one.
+providers, a message's ``before_commit`` hook) runs through the driver's
+:class:`~rawsmtp.pool._transport.IOServices`.
+
+The commit hold: a message sent with ``before_commit`` has its end of data (the dot, or
+``BDAT ... LAST``) held once the rest of its body is fed: nothing more of this session is
+written (the core keeps the message its writer) until the hook has returned in a worker. Then
+the end goes; or, when the hook raised, the core abandons the message (an RSET after BDAT
+chunks; inside DATA the connection is closed, the only end that is not a delivery) and its
+failure is reported as :class:`~rawsmtp.SMTPCommitError`.
+
+Both drivers run sessions the same way; the transport is injected (``transport_factory``) so
+tests can run a session over a scripted, in-memory one.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from .._errors import SMTPConnectionError
+from .._errors import SMTPCommitError, SMTPConnectionError
 from ..protocol import (
     NEED_DATA,
     Authenticated,
@@ -143,6 +152,8 @@ class Session:
         self._body: Iterator[bytes] | None = None
         self._body_transaction: Transaction | None = None
         self._body_error: tuple[Transaction, BaseException] | None = None
+        self._holding: Transaction | None = None  # its end held for its before_commit hook
+        self._commit_errors: dict[int, SMTPCommitError] = {}  # by id(transaction), till reported
         self._retried_auth = False
         self._setup_error: SMTPError | None = None  # reported when the polite QUIT completes
         self._ready = False
@@ -291,12 +302,34 @@ class Session:
             assert transaction is not None
             # The point of no return: a cancel() that came first abandons the message instead.
             job: Any = transaction.tag
-            if job.commit():
+            if not job.commit():
+                self.core.abandon(transaction)
+            elif job.before_commit is None:
                 self.core.end_body()
             else:
-                self.core.abandon(transaction)
+                self._hold(transaction, job.before_commit)
         else:
             self.core.send_body(chunk)
+
+    def _hold(self, transaction: Transaction, hook: Callable[[], object]) -> None:
+        """Run the message's commit hook in a worker; its end is written once it returned."""
+        self._holding = transaction
+
+        def done(_: object, error: BaseException | None, now: float) -> None:
+            if self._holding is not transaction:  # the session ended meanwhile
+                return
+            self._holding = None
+            assert self.core is not None
+            if error is None:
+                self.core.end_body()
+            else:
+                failure = SMTPCommitError(f"before_commit raised {type(error).__name__}: {error}")
+                failure.__cause__ = error
+                self._commit_errors[id(transaction)] = failure
+                self.core.abandon(transaction)  # reported as the core's MessageFailed
+            self._process(now)
+
+        self.services.run_blocking(hook, done)
 
     def _end_body(self) -> None:
         self._body = None
@@ -311,7 +344,12 @@ class Session:
             self._body = iter(job.chunks(now))
             self.transport.streaming = True
             self.reports.message_started(self, event.transaction, now)
-        elif isinstance(event, MessageAccepted | MessageFailed):
+        elif isinstance(event, MessageAccepted):
+            self.reports.message_done(self, event, now)
+        elif isinstance(event, MessageFailed):
+            commit_error = self._commit_errors.pop(id(event.transaction), None)
+            if commit_error is not None:  # abandoned because its hook raised: say so
+                event = MessageFailed(transaction=event.transaction, error=commit_error)
             self.reports.message_done(self, event, now)
         elif isinstance(event, Ready):
             self._on_ready(now)
@@ -375,6 +413,7 @@ class Session:
     def _on_closed(self, event: ConnectionClosed, now: float) -> None:
         self._closed = True
         self._body = None
+        self._holding = None  # its hook's answer changes nothing now: the message is unsent
         self.transport.close()
         if self._body_error is not None:
             # The caller's file or iterable failed mid-message: the server never saw the end,

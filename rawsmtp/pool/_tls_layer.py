@@ -7,17 +7,34 @@ layer produces.
 
 from __future__ import annotations
 
+import re
 import ssl
 
-from ..protocol import SMTPTLSError
+from .._errors import SMTPTLSError, SMTPTLSInterruptedError
 
-__all__ = ["TLSLayer"]
+__all__ = ["TLSLayer", "tls_error"]
+
+# OpenSSL's reasons (``SSLError.reason``) for a handshake that cannot succeed until someone
+# changes a setting: no common protocol version or cipher (or no TLS on that port: "wrong
+# version number"), a certificate or key refused or too weak, on either side, a name the
+# server does not serve. Any other reason (a bad record MAC, an unexpected message, an
+# internal-error alert) may be the stream's fault, and is worth another connection.
+_PERMANENT_REASONS = re.compile(
+    r"CERT|UNKNOWN_CA|VERSION|PROTOCOL|CIPHER|HANDSHAKE_FAILURE|INSUFFICIENT_SECURITY"
+    r"|ACCESS_DENIED|TOO_SMALL|TOO_WEAK|UNRECOGNIZED_NAME|SIGNATURE|CURVE|GROUP|RENEGOTIATION"
+)
 
 
 def tls_error(error: ssl.SSLError | ssl.CertificateError) -> SMTPTLSError:
-    if isinstance(error, ssl.SSLCertVerificationError):
+    """The SMTPTLSError for a failure of ``ssl``: a permanent one, or an SMTPTLSInterruptedError."""
+    if isinstance(error, ssl.SSLCertVerificationError):  # ssl.CertificateError is this class
         return SMTPTLSError(f"certificate verification failed: {error.verify_message}")
-    return SMTPTLSError(f"TLS failed: {error}")
+    if isinstance(error, ssl.SSLEOFError | ssl.SSLSyscallError | ssl.SSLZeroReturnError):
+        return SMTPTLSInterruptedError(f"TLS connection broken: {error}")
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, str) and _PERMANENT_REASONS.search(reason):
+        return SMTPTLSError(f"TLS failed: {error}")
+    return SMTPTLSInterruptedError(f"TLS failed: {error}")
 
 
 class TLSLayer:

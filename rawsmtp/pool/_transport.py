@@ -45,6 +45,7 @@ __all__ = [
 # Below glibc's mmap threshold (128 KiB): a bigger recv() buffer is mapped, shrunk and unmapped
 # on every call, three system calls more per read. Replies are small; TLS records, 16 KiB.
 _RECV_SIZE = 64 * 1024
+_LAST_WORDS_READS = 16  # at most 1 MiB read after a failed send (see _read_last_words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,6 +413,10 @@ class Transport:
             self._on_socket_error(error, now)
             return
         self._last_progress = now
+        self._received(data, now)
+
+    def _received(self, data: bytes, now: float) -> None:
+        """Bytes from the socket (b"": end of stream), to whichever layer reads them now."""
         if self._proxy_tls is not None and data:
             data = self._from_proxy_tls(data, now)
             if not data:
@@ -486,11 +491,32 @@ class Transport:
         try:
             sent = self.sock.send(self._sendbuf)
         except OSError as error:
+            if not isinstance(error, BlockingIOError):
+                self._read_last_words(now)
             self._on_socket_error(error, now)
             return
         if sent:
             del self._sendbuf[:sent]
             self._last_progress = now
+
+    def _read_last_words(self, now: float) -> None:
+        """Before a failed send is reported, take what the server said before it went away.
+
+        A server that answers and then closes with our pipelined commands still unread resets
+        the connection; the replies it wrote first (a message's 250, then its 421) are still in
+        our receive buffer. Reporting the send error first would turn that delivered message
+        into an unknown outcome.
+        """
+        for _ in range(_LAST_WORDS_READS):
+            if self.sock is None or self._closed:
+                return
+            try:
+                data = self.sock.recv(_RECV_SIZE)
+            except OSError:
+                return
+            self._received(data, now)
+            if not data:
+                return
 
     def _seal(self) -> None:
         """Encrypt the plaintext waiting, in one go (see :meth:`write`), through every layer."""

@@ -19,7 +19,7 @@ from .._errors import (
 )
 from ._client import ClientConfig, ClientConnection, State
 from ._commands import orcpt_value, validate_address, validate_hostname, xtext
-from ._data import ChunkingEncoder, DataEncoder, decode_data
+from ._data import ChunkingEncoder, DataEncoder, decode_data, to_crlf
 from ._events import (
     NEED_DATA,
     Authenticated,
@@ -129,6 +129,7 @@ __all__ = [
     "decode_data",
     "orcpt_value",
     "parse_ehlo",
+    "to_crlf",
     "validate_address",
     "validate_hostname",
     "xtext",

@@ -514,12 +514,16 @@ class ClientConnection(Generic[TagT]):
         if self._encoder is not None and not message.chunking:
             self._close(LocalProtocolError(f"{_ABANDONED}: closed inside its DATA"))
             return
-        if not message.commands and not message.chunking:
+        commands = message.commands
+        if not commands and not message.chunking:
             return  # DATA is out: its reply decides (_on_data)
-        message.commands.clear()
+        # Once its MAIL is written the server may hold the transaction, even when every reply
+        # to what was written has come: only an RSET ends it.
+        mail_written = not commands or commands[0][1][0] is not _Awaiting.MAIL
+        commands.clear()
         self._writer = self._encoder = None
         self._bytes_awaited -= message.body_bytes
-        if any(pending[1] is message for pending in self._pending):
+        if mail_written:
             self._abandoned_reset = message  # reported at the reply to the RSET
             self._rset_due = True
         else:

@@ -17,7 +17,14 @@ import re
 
 from ._commands import bdat
 
-__all__ = ["BDAT_CHUNK_SIZE", "ChunkingEncoder", "DataEncoder", "decode_data"]
+__all__ = [
+    "BDAT_CHUNK_SIZE",
+    "ChunkingEncoder",
+    "DataEncoder",
+    "LineEnds",
+    "decode_data",
+    "to_crlf",
+]
 
 # BDAT chunks smaller than this are gathered: big enough that the command and its reply cost
 # little against the data, small enough to bound what a chunk holds in memory.
@@ -28,8 +35,8 @@ BDAT_CHUNK_SIZE = 64 * 1024
 _DOT_AFTER_LF = re.compile(rb"\n\.")
 
 
-class _LineEnds:
-    """Normalises line ends to CR LF across chunk boundaries.
+class LineEnds:
+    """Normalises line ends to CR LF across chunk boundaries, as both encoders do.
 
     Most messages already use CR LF throughout. Single-byte replaces run at memchr speed while
     two-byte searches do not, so a chunk is proved clean by deleting its CRs and putting one back
@@ -40,6 +47,7 @@ class _LineEnds:
         self.held_cr = False
 
     def normalise(self, chunk: bytes) -> bytes:
+        """``chunk`` with CR LF line ends; a final CR is held back for the next chunk's LF."""
         if self.held_cr:
             chunk = b"\r" + chunk
         self.held_cr = chunk.endswith(b"\r")
@@ -50,8 +58,22 @@ class _LineEnds:
         return chunk
 
     def flush(self) -> bytes:
+        """The end of the content: a CR held back is a line end of its own."""
         held, self.held_cr = self.held_cr, False
         return b"\r\n" if held else b""
+
+
+def to_crlf(data: bytes) -> bytes:
+    """In-memory content as both encoders send it, before dot-stuffing: CR LF line ends, and a
+    final CR LF when it does not end a line (empty content stays empty). Its length is the
+    ``Transaction.size`` to declare for SIZE.
+
+    >>> to_crlf(b"Subject: hi\n\nbody")
+    b'Subject: hi\r\n\r\nbody\r\n'
+    """
+    line_ends = LineEnds()
+    data = line_ends.normalise(data) + line_ends.flush()
+    return data + b"\r\n" if data and not data.endswith(b"\n") else data
 
 
 class DataEncoder:
@@ -65,7 +87,7 @@ class DataEncoder:
     """
 
     def __init__(self) -> None:
-        self._line_ends = _LineEnds()
+        self._line_ends = LineEnds()
         self._at_line_start = True
 
     def encode(self, chunk: bytes) -> bytes:
@@ -101,7 +123,7 @@ class ChunkingEncoder:
     """
 
     def __init__(self, chunk_size: int = BDAT_CHUNK_SIZE) -> None:
-        self._line_ends = _LineEnds()
+        self._line_ends = LineEnds()
         self._held: list[bytes] = []
         self._held_size = 0
         self._chunk_size = chunk_size

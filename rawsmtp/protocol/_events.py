@@ -39,6 +39,9 @@ class NeedData(enum.Enum):
 
 
 NEED_DATA = NeedData.NEED_DATA
+"""What ``next_event()`` returns when no event is complete: feed more bytes with
+``receive_data()``. A one-member enum rather than h11's metaclass sentinel, so ``is``, ``match``
+and type checkers all narrow ``Event | NeedData`` (see :class:`NeedData`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,3 +165,8 @@ Event: TypeAlias = (
     | MessageFailed[TagT]
     | ConnectionClosed[TagT]
 )
+"""Every event ``ClientConnection.next_event()`` can return, as one union to ``match`` on.
+
+Generic in the tag a caller attaches to each :class:`Transaction` (``Event[Job]`` when the
+tags are ``Job`` objects), so the transaction in ``MessageAccepted`` and ``MessageFailed`` comes
+back typed; a bare ``Event`` is ``Event[object]``."""

@@ -29,6 +29,10 @@ __all__ = ["State"]
 
 
 class State(enum.Enum):
+    """Where a client session is (``ClientConnection.state``): greeting awaited, EHLO sent,
+    ready for mail, closed... The moves between states are listed in this module's
+    ``_TRANSITIONS``; which calls each state allows, in ``_ALLOWED``."""
+
     # Members are singletons: identity hashing is correct and far cheaper than Enum's own
     # (the state is looked up on every API call and every reply).
     __hash__ = object.__hash__

@@ -20,6 +20,9 @@ from ._url import ProxyURL
 __all__ = ["MAX_HEAD_SIZE", "HTTPConnectHandshake"]
 
 MAX_HEAD_SIZE = 16384
+"""The most bytes one reply head from the proxy (status line and header fields, up to the
+blank line) may take; a longer one is an :class:`~rawsmtp.SMTPProxyError`. A CONNECT reply is a
+few hundred bytes: the bound keeps a misbehaving proxy from growing the buffer without end."""
 _MAX_INTERIM = 8  # 1xx replies tolerated before the final one
 # The blank line ending the head, whether lines end in CRLF or in bare LF.
 _HEAD_END = (b"\n\r\n", b"\n\n")

@@ -23,6 +23,8 @@ SOCKS4_REPLIES = {
     0x5C: "request rejected: the proxy cannot reach the client's identd",
     0x5D: "request rejected: identd reports a different user id",
 }
+"""The SOCKS4 refusal codes (CD in the reply) and what they mean, for the
+:class:`~rawsmtp.SMTPProxyError` a refused CONNECT raises; 0x5A, granted, is not one."""
 
 
 class Socks4Handshake(Handshake):

@@ -32,6 +32,8 @@ SOCKS5_REPLIES = {
     0x07: "command not supported",
     0x08: "address type not supported",
 }
+"""The SOCKS5 reply codes other than success (RFC 1928 section 6) and what they mean, for the
+:class:`~rawsmtp.SMTPProxyError` a refused CONNECT raises."""
 
 # Bytes that follow ATYP in a reply (address, then the 2-byte port); ATYP 3 announces its length.
 _BOUND_SIZES = {0x01: 4 + 2, 0x04: 16 + 2}

@@ -47,7 +47,12 @@ DEFAULT_PORTS = {
     "http": 8080,
     "https": 443,
 }
+"""The port a proxy URL without one gets, per scheme: 1080 is SOCKS's registered port, 8080
+the usual HTTP proxy port, 443 HTTPS."""
 SCHEMES = tuple(DEFAULT_PORTS)
+"""The proxy URL schemes rawsmtp understands, in :data:`DEFAULT_PORTS`'s order: ``socks5`` and
+``socks5h`` (the same here: the proxy resolves names), ``socks4``, ``socks4a``, ``http`` and
+``https`` (CONNECT, the latter over TLS to the proxy). See the module docstring for each."""
 
 
 def _fail(message: str) -> SMTPConfigError:

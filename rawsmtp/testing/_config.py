@@ -1,4 +1,5 @@
-"""The test server's configuration: options checked once, the session settings built once."""
+"""The test server's configuration: the pieces ``SMTPTestServer`` builds its :class:`Settings`
+from, options checked once when it is made."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ from pathlib import Path
 from ..protocol._server_auth import ServerXOAuth2
 from ..protocol._server_config import PASSWORD_MECHANISMS, MechanismFactory, ServerConfig
 
-__all__ = ["CA_FILE", "CERT_FILE", "DEFAULT_MAX_SIZE", "KEY_FILE", "Settings", "build_settings"]
+__all__ = [
+    "CA_FILE",
+    "CERT_FILE",
+    "DEFAULT_MAX_SIZE",
+    "KEY_FILE",
+    "Settings",
+    "capability_lines",
+    "mechanisms",
+    "tls_context",
+]
 
 CERT_FILE = str(Path(__file__).with_name("cert.pem"))
 """The test server's shipped certificate (PEM), used when ``tls`` or ``implicit_tls`` is on."""
@@ -43,73 +53,46 @@ class Settings:
         return self.session.keywords(tls=False)
 
 
-def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+def tls_context(
+    tls: bool | ssl.SSLContext, cert: str | None, key: str | None, *, implicit: bool
+) -> ssl.SSLContext | None:
+    """The server's TLS context: the one given, one from ``cert``/``key``, or the shipped
+    certificate's when TLS is on; None without TLS."""
+    if (cert is None) != (key is None):
+        raise ValueError("tls_cert and tls_key go together")
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    if cert is not None and key is not None:
+        return _load(cert, key)
+    return _load(CERT_FILE, KEY_FILE) if tls or implicit else None
+
+
+def _load(cert: str, key: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
 
 
-def _mechanisms(
+def capability_lines(
+    capabilities: Iterable[str] | None, context: ssl.SSLContext | None
+) -> tuple[str, ...] | None:
+    """EHLO lines written by hand, stripped (None: the default set); STARTTLS needs TLS."""
+    if capabilities is None:
+        return None
+    lines = tuple(line.strip() for line in capabilities)
+    if "STARTTLS" in (line.upper() for line in lines) and context is None:
+        raise ValueError("STARTTLS advertised without tls=True or tls_cert/tls_key")
+    return lines
+
+
+def mechanisms(
     users: Mapping[str, str], tokens: Mapping[str, str], *, all_of_them: bool
 ) -> dict[str, MechanismFactory]:
     """PLAIN and LOGIN when there are users, XOAUTH2 when there are tokens (or all three, for
     capabilities written by hand: what they advertise is then honoured)."""
-    mechanisms: dict[str, MechanismFactory] = {}
+    found: dict[str, MechanismFactory] = {}
     if users or all_of_them:
-        mechanisms.update(PASSWORD_MECHANISMS)
+        found.update(PASSWORD_MECHANISMS)
     if tokens or all_of_them:
-        mechanisms["XOAUTH2"] = lambda: ServerXOAuth2(lambda u, t: tokens.get(u) == t)
-    return mechanisms
-
-
-def build_settings(
-    *,
-    hostname: str = "rawsmtp.test",
-    capabilities: Iterable[str] | None = None,
-    tls: bool | ssl.SSLContext = False,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-    implicit_tls: bool = False,
-    users: Mapping[str, str] | None = None,
-    tokens: Mapping[str, str] | None = None,
-    lmtp: bool = False,
-    max_size: int = DEFAULT_MAX_SIZE,
-    max_line: int = DEFAULT_MAX_LINE,
-    require_auth: bool = False,
-) -> Settings:
-    if (tls_cert is None) != (tls_key is None):
-        raise ValueError("tls_cert and tls_key go together")
-    context: ssl.SSLContext | None = None
-    if isinstance(tls, ssl.SSLContext):
-        context = tls
-    elif tls_cert is not None and tls_key is not None:
-        context = _tls_context(tls_cert, tls_key)
-    elif tls or implicit_tls:
-        context = _tls_context(CERT_FILE, KEY_FILE)
-    users, tokens = dict(users or {}), dict(tokens or {})
-    lines = None if capabilities is None else tuple(line.strip() for line in capabilities)
-    if lines is not None and "STARTTLS" in (line.upper() for line in lines) and context is None:
-        raise ValueError("STARTTLS advertised without tls=True or tls_cert/tls_key")
-    session = ServerConfig(
-        hostname=hostname,
-        capabilities=lines,
-        lmtp=lmtp,
-        starttls=context is not None and not implicit_tls,
-        tls_active=implicit_tls,
-        mechanisms=_mechanisms(users, tokens, all_of_them=lines is not None),
-        require_auth=require_auth,
-        max_size=max_size,
-        max_line=max_line,
-        # The test server takes what a client under test sends, sloppy or not (unsynchronised
-        # pipelining, bare LF, odd paths): how real servers treat those is probe()'s question.
-        bare_lf="accept",
-        sync="ignore",
-        addresses="any",
-    )
-    return Settings(
-        session=session,
-        users=users,
-        tokens=tokens,
-        tls_context=context,
-        implicit_tls=implicit_tls,
-    )
+        found["XOAUTH2"] = lambda: ServerXOAuth2(lambda u, t: tokens.get(u) == t)
+    return found

@@ -17,7 +17,15 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from ._config import DEFAULT_MAX_LINE, DEFAULT_MAX_SIZE, build_settings
+from ..protocol import ServerConfig
+from ._config import (
+    DEFAULT_MAX_LINE,
+    DEFAULT_MAX_SIZE,
+    Settings,
+    capability_lines,
+    mechanisms,
+    tls_context,
+)
 from ._faults import Fault, FaultContext, FaultPolicy, ScriptedPolicy
 from ._records import CommandRecord, ReceivedMessage
 from ._session import Session
@@ -122,19 +130,31 @@ class SMTPTestServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.settings = build_settings(
+        context = tls_context(tls, tls_cert, tls_key, implicit=implicit_tls)
+        lines = capability_lines(capabilities, context)
+        users, tokens = dict(users or {}), dict(tokens or {})
+        session = ServerConfig(
             hostname=hostname,
-            capabilities=capabilities,
-            tls=tls,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            implicit_tls=implicit_tls,
-            users=users,
-            tokens=tokens,
+            capabilities=lines,
             lmtp=lmtp,
+            starttls=context is not None and not implicit_tls,
+            tls_active=implicit_tls,
+            mechanisms=mechanisms(users, tokens, all_of_them=lines is not None),
+            require_auth=require_auth,
             max_size=max_size,
             max_line=max_line,
-            require_auth=require_auth,
+            # The test server takes what a client under test sends, sloppy or not (unsynchronised
+            # pipelining, bare LF, odd paths): how real servers treat those is probe()'s question.
+            bare_lf="accept",
+            sync="ignore",
+            addresses="any",
+        )
+        self.settings = Settings(
+            session=session,
+            users=users,
+            tokens=tokens,
+            tls_context=context,
+            implicit_tls=implicit_tls,
         )
         policy = faults if callable(faults) else ScriptedPolicy(faults or ())
         self._hub = _Hub(policy)

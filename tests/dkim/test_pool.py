@@ -16,9 +16,9 @@ from helpers.dkim import dkimpy_verify, records
 import rawsmtp
 import rawsmtp.aio
 from rawsmtp import SMTPConfigError
-from rawsmtp._message import _crlf, prepare_message
+from rawsmtp._message import prepare_message
 from rawsmtp.dkim import DKIMSigner, Signatures
-from rawsmtp.protocol import LocalProtocolError
+from rawsmtp.protocol import LocalProtocolError, to_crlf
 from rawsmtp.testing import SMTPTestServer
 
 pytest.importorskip("dkim")
@@ -77,7 +77,7 @@ def test_a_retried_file_is_sent_with_the_same_signature(smtp_server: SMTPTestSer
     first, second = b"".join(prepared.chunks()), b"".join(prepared.chunks())
     assert first == second and first.startswith(b"DKIM-Signature:")
     # SIZE counts the octets sent, line ends normalised to CR LF (RFC 1870).
-    assert prepared.size == len(_crlf(first)) and prepared.restartable
+    assert prepared.size == len(to_crlf(first)) and prepared.restartable
 
 
 def test_an_unseekable_stream_past_max_buffer_is_refused() -> None:

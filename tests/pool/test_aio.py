@@ -28,6 +28,23 @@ def test_send_verify_and_close() -> None:
         assert len(server.messages) == 30
 
 
+def test_the_pools_show_only_the_user_api() -> None:
+    # The engine's hooks (run_blocking, withdraw, watch, forget, flush_soon) live on a private
+    # driver object, not on the pool a user holds.
+    def public(pool: object) -> set[str]:
+        return {name for name in dir(pool) if not name.startswith("_")}
+
+    shared = {"abort", "is_idle", "on_idle", "options", "pending", "send", "stats", "verify"}
+    sync_pool = rawsmtp.SMTPPool(host="127.0.0.1", port=9, ignore_tls=True)
+    aio_pool = rawsmtp.aio.SMTPPool(host="127.0.0.1", port=9, ignore_tls=True)
+    try:
+        assert public(sync_pool) == shared | {"close"}
+        assert public(aio_pool) == shared | {"aclose"}
+    finally:
+        sync_pool.close()
+        asyncio.run(aio_pool.aclose())
+
+
 def test_cancelling_a_queued_send_withdraws_it() -> None:
     async def main(port: int) -> None:
         async with rawsmtp.aio.SMTPPool(

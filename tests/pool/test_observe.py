@@ -13,6 +13,7 @@ import pytest
 from helpers.waiting import wait_until
 
 import rawsmtp
+from rawsmtp.pool import _stats
 from rawsmtp.pool._observe import (
     ConnectionClosed,
     ConnectionOpened,
@@ -150,6 +151,37 @@ def test_a_refused_connection_fails_before_any_connection(
     assert failed.connection_id is None and failed.message_id == "<m1@x>"
     assert (stats.sent, stats.failed) == (0, 1)
     assert stats.backoff_until is not None and stats.backoff_until > time.monotonic() - 60
+
+
+def test_counters_are_exact_when_nothing_consumes_the_events(
+    pool_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    # Without on_event and with the log above the events' levels, the per-message events are
+    # never built (they cost every delivery), yet every counter moves as with a consumer.
+    built: list[str] = []
+    for name in ("_started", "_delivered", "_retried"):
+        real = getattr(_stats, name)
+        monkeypatch.setattr(_stats, name, lambda *a, r=real, n=name: built.append(n) or r(*a))
+    faults = [
+        Fault(on="MAIL", action="drop", nth=1),  # the first connection's: uncharged
+        Fault(on="RCPT", reply="451 4.3.0 try again later", nth=2),  # charged, then delivered
+    ]
+    caplog.set_level(logging.ERROR, logger="rawsmtp")
+    with SMTPTestServer(faults=faults, capabilities=["8BITMIME"]) as server:
+        with pool_factory(**options(server, max_connections=1, retry_delay=0.05)) as pool:
+            for n in range(3):
+                pool.send(message(n)).result(timeout=15)
+            stats = pool.stats()
+        assert len(server.messages) == 3 and len(mails(server)) == 5
+    assert built == []
+    assert (stats.sent, stats.failed, stats.retried, stats.deferred) == (3, 0, 1, 1)
+    assert set(stats.latency) == {"p50", "p90", "max"}
+    # At INFO the deliveries are built, for their log lines (a message started is DEBUG's).
+    caplog.set_level(logging.INFO, logger="rawsmtp")
+    with SMTPTestServer() as server, pool_factory(**options(server)) as pool:
+        pool.send(message(9)).result(timeout=10)
+    assert built == ["_delivered"]
+    assert any("<m9@x> delivered to 1 of 1" in line for line in caplog.messages)
 
 
 def test_stats_while_messages_are_in_flight(pool_factory: Callable[..., Any]) -> None:

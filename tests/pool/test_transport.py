@@ -5,6 +5,7 @@ of sockets with no IP address."""
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 import rawsmtp
-from rawsmtp.pool._transport import ehlo_name
+from rawsmtp.pool._transport import SocketPlan, Transport, TransportSettings, ehlo_name
 from rawsmtp.testing import SMTPTestServer
 
 MESSAGE = b"From: <s@x.test>\r\nTo: <r@x.test>\r\nSubject: t\r\n\r\nhello\r\n"
@@ -141,3 +142,74 @@ def test_ehlo_name_of_sockets_without_an_ip_address(
     finally:
         if sock is not None:
             sock.close()
+
+
+class _Recorder:
+    """A transport user and driver stand-in that records what the transport reports."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def transport_open(self, now: float, *, tls: bool) -> None:
+        self.events.append(("open", tls))
+
+    def tls_established(self, now: float) -> None:
+        self.events.append(("tls", None))
+
+    def data_received(self, data: bytes, now: float) -> None:
+        self.events.append(("data", data))
+
+    def send_more(self, now: float) -> None:
+        pass
+
+    def transport_failed(self, error: rawsmtp.SMTPError, now: float) -> None:
+        self.events.append(("failed", type(error)))
+
+    def run_blocking(self, func: Callable[[], Any], done: Callable[..., None]) -> None:
+        raise AssertionError("not used")
+
+    def watch(self, transport: Transport) -> None:
+        pass
+
+    def forget(self, transport: Transport) -> None:
+        pass
+
+    def flush_soon(self, transport: Transport) -> None:
+        pass
+
+
+def test_a_failed_send_first_delivers_the_replies_the_server_sent_before_its_reset() -> None:
+    # The server answers (a message's 250, then a 421) and closes with our pipelined commands
+    # unread, which resets the connection. A send() that then fails must not hide the 250.
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    recorder = _Recorder()
+    settings = TransportSettings(
+        host="127.0.0.1",
+        port=listener.getsockname()[1],
+        secure=False,
+        ssl_context=None,
+        server_hostname="127.0.0.1",
+        name=None,
+        local_address=None,
+        connection_timeout=5,
+        socket_timeout=5,
+    )
+    transport = Transport(recorder, recorder, settings, 0.0)
+    try:
+        transport.start(SocketPlan(client, False, (), None), 0.0)
+        client.sendall(b"MAIL FROM:<s@x.test>\r\n")  # unread by the server: its close resets
+        server.sendall(b"250 2.0.0 queued\r\n421 4.7.0 slow down\r\n")
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        server.close()
+        time.sleep(0.2)  # the reset has arrived
+        transport.write(b"RCPT TO:<r@x.test>\r\n")
+        transport.flush(1.0)
+    finally:
+        transport.close()
+        listener.close()
+    received = b"".join(d for kind, d in recorder.events if kind == "data" and isinstance(d, bytes))
+    assert received == b"250 2.0.0 queued\r\n421 4.7.0 slow down\r\n"
+    assert recorder.events[0] == ("open", False)
+    assert recorder.events[-1] == ("failed", rawsmtp.SMTPConnectionError)

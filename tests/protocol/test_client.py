@@ -79,6 +79,15 @@ class Session:
         self.client.send_body(data)
         self.client.end_body()
 
+    def send_to_dot(self, message: Transaction, data: bytes, *, now: float = 0.0) -> bytes:
+        """Send a one-recipient ``message`` on a ready, pipelining session up to its final dot
+        (MAIL, RCPT and DATA accepted); return the body and dot as written at ``now``."""
+        self.client.send_mail(message)
+        self.sent()
+        self.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        self.body(message, data)
+        return self.client.data_to_send(now=now)
+
 
 def tx(*recipients: str, **options: Any) -> Transaction:
     return Transaction(mail_from="from@test", recipients=recipients or ("to@test",), **options)
@@ -158,12 +167,7 @@ def test_refused_sender_reports_the_mail_reply() -> None:
 def test_message_refused_after_data() -> None:
     session = Session()
     session.ready()
-    message = tx()
-    session.client.send_mail(message)
-    session.sent()
-    session.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
-    session.body(message, b"spam")
-    session.sent()
+    session.send_to_dot(tx(), b"spam")
     [failed] = session.server(b"451 4.7.1 greylisted\r\n")
     assert isinstance(failed, MessageFailed)
     assert failed.error.code == 451 and failed.error.is_temporary  # type: ignore[attr-defined]
@@ -280,11 +284,7 @@ def test_connection_lost_after_the_dot_makes_the_message_unconfirmed() -> None:
     session = Session()
     session.ready()
     message = tx()
-    session.client.send_mail(message)
-    session.sent()
-    session.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
-    session.body(message, b"body")
-    session.sent()
+    assert session.send_to_dot(message, b"body") == b"body\r\n.\r\n"
     [closed] = session.server(b"")
     assert isinstance(closed.error, SMTPDisconnectedError)
     assert closed.unconfirmed == (message,) and closed.unsent == ()
@@ -370,11 +370,7 @@ def test_data_timeout_applies_to_the_final_reply() -> None:
     session.ready()
     assert session.client.get_timer() is None  # nothing awaited while idle
     message = tx()
-    session.client.send_mail(message)
-    session.sent()
-    session.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
-    session.body(message, b"x")
-    session.client.data_to_send(now=10.0)
+    session.send_to_dot(message, b"x", now=10.0)
     assert session.client.get_timer() == 110.0
     session.client.handle_timer(110.0)
     [closed] = session.events()

@@ -131,6 +131,27 @@ def test_bdat_chunks_stop_before_the_last_and_an_rset_clears_them() -> None:
     assert len(events) == 1 and _abandoned(events[0], message)
 
 
+def test_bdat_abandoned_after_its_envelope_was_answered_still_costs_an_rset() -> None:
+    # No chunk out yet and every reply in: the server still holds the MAIL it accepted, and a
+    # next MAIL without an RSET would be refused as nested.
+    session = Session()
+    session.ready(EHLO_CHUNKING)
+    message, behind = tx(), tx("b@test")
+    session.client.send_mail(message)
+    [body] = session.events()
+    assert isinstance(body, SendBody)
+    session.client.send_body(b"short")  # held by the encoder until the LAST
+    assert session.sent() == ENVELOPE
+    assert session.server(b"250 ok\r\n250 ok\r\n") == []
+    assert session.client.abandon(message)
+    session.client.send_mail(behind)
+    assert session.sent() == b"RSET\r\nMAIL FROM:<from@test>\r\nRCPT TO:<b@test>\r\n"
+    [next_body] = session.events()
+    assert isinstance(next_body, SendBody) and next_body.transaction is behind
+    [failed] = session.server(b"250 reset\r\n")
+    assert _abandoned(failed, message)
+
+
 def test_after_the_end_it_is_too_late_and_the_outcome_comes_as_usual() -> None:
     session = Session()
     session.ready(EHLO_PIPELINING)

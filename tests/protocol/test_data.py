@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rawsmtp.protocol import ChunkingEncoder, DataEncoder, decode_data
+from rawsmtp.protocol import ChunkingEncoder, DataEncoder, decode_data, to_crlf
 from rawsmtp.protocol._data import BDAT_CHUNK_SIZE
 
 
@@ -160,6 +160,15 @@ def test_data_and_bdat_deliver_the_same_bytes(data: bytes, cuts: list[int]) -> N
     chunking = ChunkingEncoder()
     bdat_wire = b"".join(chunking.encode(chunk) for chunk in pieces(data, cuts)) + chunking.end()
     assert unframe(bdat_wire) == decode_data(encode(pieces(data, cuts)))
+
+
+@given(message_bytes, st.lists(st.integers(0, 40), max_size=20))
+def test_to_crlf_is_what_the_encoders_carry(data: bytes, cuts: list[int]) -> None:
+    """Its length is the exact SIZE of what either command sends, however the body is cut."""
+    chunking = ChunkingEncoder()
+    bdat_wire = b"".join(chunking.encode(chunk) for chunk in pieces(data, cuts)) + chunking.end()
+    assert to_crlf(data) == normalised(data) == unframe(bdat_wire)
+    assert to_crlf(data) == decode_data(encode(pieces(data, cuts)))
 
 
 @given(st.lists(st.tuples(message_bytes, st.lists(st.integers(0, 40), max_size=5)), max_size=5))

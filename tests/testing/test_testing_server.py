@@ -493,6 +493,15 @@ def test_fault_validation() -> None:
         Fault(on="RCPT")  # does nothing
 
 
+def test_option_validation() -> None:
+    with pytest.raises(ValueError, match="tls_cert and tls_key go together"):
+        SMTPTestServer(tls_cert=CA_FILE)
+    with pytest.raises(ValueError, match="STARTTLS advertised without tls"):
+        SMTPTestServer(capabilities=["PIPELINING", " starttls "])
+    server = SMTPTestServer(capabilities=[" STARTTLS ", "SIZE 10"], tls=True)
+    assert server.settings.keywords == {"STARTTLS", "SIZE"}
+
+
 # -- lifecycle --------------------------------------------------------------------------------
 
 
