@@ -32,6 +32,7 @@ __all__ = ["SendFuture"]
 
 T = TypeVar("T")
 _SETTLED = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+_Callback = Callable[[Future[Any]], object]
 
 
 class _Waiter:
@@ -59,11 +60,12 @@ class SendFuture(Future[T]):
         self._state = PENDING
         self._result: T | None = None
         self._exception: BaseException | None = None
-        # Most futures never have a waiter or more than one callback: the waiter list is made
-        # on first use, and callbacks are a tuple (the empty one is shared): 96 B less a
-        # message queued (bench/run.py, the queued rows).
+        # Most futures never have a waiter or more than one callback (the asyncio pool's
+        # waiter): the waiter list is made on first use, and a lone callback is kept as itself,
+        # more in a tuple (the empty one is shared): 144 B less a message queued (bench/run.py,
+        # the queued rows).
         self._waiting: list[Any] | None = None
-        self._done_callbacks: tuple[Callable[[Future[T]], object], ...] = ()
+        self._done_callbacks: _Callback | tuple[_Callback, ...] = ()
         self._on_cancel = on_cancel
         self._committed = False  # the final dot is handed out: too late to cancel
 
@@ -162,14 +164,18 @@ class SendFuture(Future[T]):
     def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
         with self._condition:
             if self._state not in _SETTLED:
-                self._done_callbacks += (fn,)
+                callbacks = self._done_callbacks
+                if not isinstance(callbacks, tuple):
+                    self._done_callbacks = (callbacks, fn)
+                else:
+                    self._done_callbacks = (*callbacks, fn) if callbacks else fn
                 return
         self._call(fn)
 
     def _invoke_callbacks(self) -> None:
         # Called once: dropping them frees what they hold (an asyncio waiter holds this future).
         callbacks, self._done_callbacks = self._done_callbacks, ()
-        for callback in callbacks:
+        for callback in callbacks if isinstance(callbacks, tuple) else (callbacks,):
             self._call(callback)
 
     def _call(self, callback: Callable[[Future[T]], object]) -> None:
