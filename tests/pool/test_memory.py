@@ -8,6 +8,7 @@ no finished submission (which holds the message's bytes) may be left as cyclic g
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 from collections.abc import Iterator
@@ -16,10 +17,14 @@ from dataclasses import dataclass
 import pytest
 from helpers.harness import FakeServer, PoolHarness
 
+import rawsmtp.aio
 from rawsmtp import SMTPResponseError
 from rawsmtp._message import PreparedMessage
 from rawsmtp.pool._engine import Submission
 from rawsmtp.pool._scheduler import Job, Scheduler
+from rawsmtp.pool._session import Session
+from rawsmtp.pool._transport import Transport
+from rawsmtp.testing import SMTPTestServer
 
 
 @pytest.fixture
@@ -38,7 +43,8 @@ def _cyclic_garbage() -> list[str]:
     """What only a garbage collection would free (the collector being off until now)."""
     gc.set_debug(gc.DEBUG_SAVEALL)
     gc.collect()
-    return [type(o).__name__ for o in gc.garbage if isinstance(o, Submission | PreparedMessage)]
+    kept = Submission | PreparedMessage | Session | Transport
+    return [type(o).__name__ for o in gc.garbage if isinstance(o, kept)]
 
 
 @pytest.mark.usefixtures("no_collector")
@@ -88,3 +94,22 @@ def test_the_scheduler_lets_go_of_assigned_jobs_while_others_wait() -> None:
     del jobs[:3], assigned
     assert [ref() for ref in gone] == [None, None, None]
     assert scheduler.next_deadline(0.0) == 63.0  # the first still queued
+
+
+@pytest.mark.usefixtures("no_collector")
+def test_a_closed_session_leaves_nothing_behind() -> None:
+    """A session and its real transport refer to each other until it closes: every closed
+    connection (its reply buffer, its last message) is freed at once."""
+    message = b"From: <s@x.test>\r\nTo: <r@x.test>\r\n\r\nhi\r\n"
+
+    async def main(port: int) -> None:
+        async with rawsmtp.aio.SMTPPool(
+            host="127.0.0.1", port=port, ignore_tls=True, max_connections=1, max_messages=2
+        ) as pool:
+            results = await asyncio.gather(*(pool.send(message) for _ in range(6)))
+            assert [result.accepted for result in results] == [("r@x.test",)] * 6
+
+    with SMTPTestServer() as server:
+        asyncio.run(asyncio.wait_for(main(server.port), 30))
+        assert len(server.messages) == 6
+    assert _cyclic_garbage() == []
