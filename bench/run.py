@@ -3,6 +3,7 @@ CPU, round trips and memory, on loopback and through RTT relays, against smtp-si
 
     python bench/run.py            # the full set, with callgrind counts (many minutes)
     python bench/run.py --quick    # a smoke run with small counts (CI)
+    python bench/run.py --only relay --rounds 3   # some rows only (see --help)
 
 Needs Postfix's ``smtp-sink`` (Debian: ``apt-get install postfix``; found on PATH or in
 /usr/sbin) and aiosmtplib (``pip install .[bench]``). The Postfix rows use the test Postfix of
@@ -419,6 +420,12 @@ def main() -> None:
         action="store_false",
         help="skip the callgrind instruction counts (never run with --quick)",
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=ROWS,
+        help="run only these rows: " + "; ".join(f"{k}: {v}" for k, v in ROWS.items()),
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -427,8 +434,9 @@ def main() -> None:
         name, *numbers = args.child
         print(json.dumps(_measure(lambda: CHILDREN[name](*map(int, numbers)))))
         return
-    rows = run_all(quick=args.quick, rounds=args.rounds or (1 if args.quick else 5))
-    if args.callgrind and not args.quick:
+    only = set(args.only or ROWS)
+    rows = run_all(quick=args.quick, rounds=args.rounds or (1 if args.quick else 5), only=only)
+    if args.callgrind and not args.quick and "callgrind" in only:
         rows.append(callgrind_row())
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -440,19 +448,48 @@ def main() -> None:
         print(json.dumps(row))
 
 
-def run_all(*, quick: bool, rounds: int) -> list[dict[str, Any]]:
+ROWS = {
+    "sink": "smtp-sink on loopback and through a 10 ms relay",
+    "queued": "100,000 messages queued at once, both drivers",
+    "stream": "a 100 MB message streamed from a file",
+    "starttls": "Postfix STARTTLS, loopback and 50 ms RTT",
+    "relay": "Postfix CHUNKING through 10 and 50 ms RTT relays",
+    "encoder": "the DATA encoder",
+    "callgrind": "instructions per message",
+}
+
+
+def run_all(*, quick: bool, rounds: int, only: set[str]) -> list[dict[str, Any]]:
     n = 0.05 if quick else 1.0  # --quick: a twentieth of every count
 
     def count(full: int) -> int:
         return max(50, int(full * n))
 
     rows: list[dict[str, Any]] = []
-    with smtp_sink() as sink:
+    if only & {"sink", "queued", "stream"}:
+        with smtp_sink() as sink:
+            rows += _sink_rows(sink, count, rounds, only, quick)
+    if only & {"starttls", "relay"}:
+        if (postfix := postfix_port()) is not None:
+            rows += _postfix_rows(postfix, count, rounds, only)
+        else:
+            print(f"Postfix not found ({SERVERS_JSON}): its rows are left out", file=sys.stderr)
+    if "encoder" in only:
+        rows.append(encoder_workload(10))
+    return rows
+
+
+def _sink_rows(
+    sink: int, count: Callable[[int], int], rounds: int, only: set[str], quick: bool
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if "sink" in only:
         rows += compare(Workload("smtp-sink, loopback", count(20_000)), sink, rounds)
         with latency_proxy(sink, 0.010) as relay:
             rows += compare(
                 Workload("smtp-sink, 10 ms RTT", count(1_000)), relay.port, rounds, relay
             )
+    if "queued" in only:
         queued = 5_000 if quick else 100_000
         for child, driver in (("queued", "rawsmtp"), ("queued_aio", "rawsmtp.aio")):
             rows.append(
@@ -461,6 +498,7 @@ def run_all(*, quick: bool, rounds: int) -> list[dict[str, Any]]:
                     "rawsmtp": run_child(child, sink, queued),
                 }
             )
+    if "stream" in only:
         big = 5 if quick else 100
         rows.append(
             {
@@ -468,19 +506,25 @@ def run_all(*, quick: bool, rounds: int) -> list[dict[str, Any]]:
                 "rawsmtp": run_child("stream", sink, big),
             }
         )
-    if (postfix := postfix_port()) is not None:
+    return rows
+
+
+def _postfix_rows(
+    postfix: int, count: Callable[[int], int], rounds: int, only: set[str]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if "starttls" in only:
         starttls = Workload("Postfix STARTTLS, loopback", count(2_000), tls=True)
         rows += compare(starttls, postfix, rounds)
+    if "relay" in only:
         for rtt, full in ((0.010, 1_000), (0.050, 400)):
             with latency_proxy(postfix, rtt) as relay:
                 label = f"Postfix CHUNKING, {rtt * 1000:.0f} ms RTT"
                 rows += compare(Workload(label, count(full)), relay.port, rounds, relay)
+    if "starttls" in only:
         with latency_proxy(postfix, 0.050) as relay:
             work = Workload("Postfix STARTTLS, 50 ms RTT", count(400), tls=True)
             rows += compare(work, relay.port, rounds, relay)
-    else:
-        print(f"Postfix not found ({SERVERS_JSON}): its rows are left out", file=sys.stderr)
-    rows.append(encoder_workload(10))
     return rows
 
 

@@ -59,4 +59,4 @@ def capabilities_of(core: ClientConnection | None) -> Mapping[str, tuple[str, ..
     if core is None:
         return NO_CAPABILITIES
     # A view, not a copy: a connection's Extensions are replaced, never changed, by a new EHLO.
-    return MappingProxyType(core.extensions.keywords)
+    return core.extensions.view

@@ -306,14 +306,17 @@ class SendWaiter(asyncio.Future[SendResult]):
 
     def __init__(self, source: Future[SendResult]) -> None:
         super().__init__()
-        self._source = source
+        # Until settled: a result kept by the caller need not keep the message's future too
+        # (about 200 B a message: bench/run.py, the queued rows).
+        self._source: Future[SendResult] | None = source
 
     def __call__(self, source: Future[SendResult]) -> None:
         """The message's future is settled: settle this one as it (on this future's loop)."""
         loop = self.get_loop()
         if asyncio._get_running_loop() is not loop:
             loop.call_soon_threadsafe(self, source)
-        elif self.done():  # cancelled by the caller meanwhile
+            return
+        if self.done():  # cancelled by the caller meanwhile
             pass
         elif source.cancelled():
             super().cancel()
@@ -321,9 +324,11 @@ class SendWaiter(asyncio.Future[SendResult]):
             self.set_exception(error)
         else:
             self.set_result(source.result())
+        self._source = None
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg):
             return False
-        self._source.cancel()  # withdraws the message when it has not started
+        if self._source is not None:
+            self._source.cancel()  # withdraws the message when it has not started
         return True

@@ -66,7 +66,7 @@ import random
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from heapq import heapify, heappop, heappush
+from heapq import heappop, heappush
 from itertools import count, islice
 from operator import attrgetter
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
@@ -120,6 +120,10 @@ class Decisions(Generic[JobT]):
     expire: list[JobT] = field(default_factory=list)
     assign: list[tuple[Slot, JobT]] = field(default_factory=list)
     open: int = 0
+
+
+def _deadline(job: Job) -> float:
+    return job.deadline
 
 
 @runtime_checkable
@@ -228,7 +232,14 @@ class Scheduler(Generic[JobT]):
         self._uniform = (rng or random.Random()).uniform
         self._queue: deque[JobT] = deque()
         self._slots: list[Slot] = []
-        self._deadlines: list[tuple[float, int, JobT]] = []  # heap; entries of gone jobs linger
+        # Queued jobs' deadlines, for expiry. Jobs that enter at the back in deadline order (the
+        # usual case: one delivery_timeout from a clock that only moves on) are kept in that
+        # order, in a deque: no record each (a heap entry is about 100 B a queued message,
+        # bench/run.py's queued rows). The others (per-send deadlines, requeued jobs) go in a
+        # heap. Entries of jobs that left are dropped from the heads after assignments (the
+        # FIFO case), the rest at a rebuild once they outnumber the queue.
+        self._in_order: deque[JobT] = deque()
+        self._deadlines: list[tuple[float, int, JobT]] = []
         self._order = count()
         # The destination's health: back-off step, its last delay, when to reopen.
         self._failures = 0
@@ -265,7 +276,7 @@ class Scheduler(Generic[JobT]):
         for job in jobs:
             job.queued = False
         self._queue.clear()
-        self._deadlines.clear()
+        self._forget_deadlines()
         return jobs
 
     def slot_opened(self, now: float) -> Slot:
@@ -380,12 +391,13 @@ class Scheduler(Generic[JobT]):
         decisions: Decisions[JobT] = Decisions()
         if self._throttled:
             self._recover(now)
-        if self._deadlines and self._deadlines[0][0] <= now:
+        if self._earliest() <= now:
             self._expire(now, decisions.expire)
         self._retire(now, decisions.retire)
         jobs = self._eligible(now, limit=self._spare_capacity())
         if jobs:
             self._assign(jobs, now, decisions.assign)
+            self._tidy_deadlines()
         decisions.open = self._connections_to_open(now)
         return decisions
 
@@ -426,39 +438,77 @@ class Scheduler(Generic[JobT]):
 
     def _enqueue(self, job: JobT, *, front: bool = False) -> None:
         if job.deadline != math.inf:
-            # Entries of jobs that left stay until popped: rebuild once they outnumber the
-            # queue, so the heap holds no finished message for long (amortised O(1)).
-            if len(self._deadlines) > 2 * len(self._queue) + _SCAN:
+            if self._lingering():
                 self._rebuild_deadlines()
-            heappush(self._deadlines, (job.deadline, next(self._order), job))
+            self._add_deadline(job, front=front)
         job.queued = True
         if front:
             self._queue.appendleft(job)
         else:
             self._queue.append(job)
 
+    def _add_deadline(self, job: JobT, *, front: bool) -> None:
+        in_order = self._in_order
+        if not front and (not in_order or in_order[-1].deadline <= job.deadline):
+            in_order.append(job)
+        else:
+            heappush(self._deadlines, (job.deadline, next(self._order), job))
+
     def _rebuild_deadlines(self) -> None:
-        self._deadlines = [
-            (job.deadline, next(self._order), job)
-            for job in self._queue
-            if job.deadline != math.inf
-        ]
-        heapify(self._deadlines)
+        self._forget_deadlines()
+        for job in self._queue:  # front to back: those out of deadline order go to the heap
+            if job.deadline != math.inf:
+                self._add_deadline(job, front=False)
+
+    def _forget_deadlines(self) -> None:
+        self._in_order.clear()
+        self._deadlines.clear()
+
+    def _lingering(self) -> bool:
+        """Do entries of jobs that left outnumber the queue? Then a rebuild (amortised O(1))."""
+        return len(self._in_order) + len(self._deadlines) > 2 * len(self._queue) + _SCAN
+
+    def _tidy_deadlines(self) -> None:
+        """Jobs left the queue: drop their entries, which would keep their messages. Sent in
+        FIFO order, they are the in-order deque's head; the rest go at a rebuild."""
+        if not self._queue:  # every entry left is of a gone job
+            self._forget_deadlines()
+            return
+        self._drop_gone_heads()
+        if self._lingering():
+            self._rebuild_deadlines()
+
+    def _drop_gone_heads(self) -> None:
+        in_order, heap = self._in_order, self._deadlines
+        while in_order and not in_order[0].queued:
+            in_order.popleft()
+        while heap and not heap[0][2].queued:
+            heappop(heap)
+
+    def _earliest(self) -> float:
+        """The earliest deadline entered (maybe a gone job's): each structure's head."""
+        in_order, heap = self._in_order, self._deadlines
+        return min(in_order[0].deadline if in_order else math.inf, heap[0][0] if heap else math.inf)
 
     def _expire(self, now: float, expired: list[JobT]) -> None:
-        heap = self._deadlines
+        in_order, heap = self._in_order, self._deadlines
+        due: list[JobT] = []
+        while in_order and in_order[0].deadline <= now:
+            due.append(in_order.popleft())
         while heap and heap[0][0] <= now:
-            job = heappop(heap)[2]
+            due.append(heappop(heap)[2])
+        due.sort(key=_deadline)  # both in one deadline order, as the heap alone gave them
+        for job in due:
             if job.queued:  # else it left (an entry left over) or expired already
                 job.queued = False
                 self._queue.remove(job)
                 expired.append(job)
 
     def _next_expiry(self) -> float | None:
-        heap = self._deadlines
-        while heap and not heap[0][2].queued:
-            heappop(heap)
-        return heap[0][0] if heap else None
+        """The earliest deadline of a queued job."""
+        self._drop_gone_heads()
+        expiry = self._earliest()
+        return None if expiry == math.inf else expiry
 
     def _requeue(self, jobs: Sequence[JobT], now: float, *, charge: bool) -> list[JobT]:
         """Put ``jobs`` back at the front, in order; returns those out of attempts."""

@@ -123,6 +123,33 @@ class TransportUser(Protocol):
         ...
 
 
+class _Detached:
+    """The user of a closed transport: what still arrives is nobody's. A session and its
+    transport refer to each other, and that cycle would keep a closed session (its core, the
+    reply buffer, its last message) until a full garbage collection, which a long queue makes
+    rare: 13 MB at 100,000 messages (bench/run.py, the queued rows; 1,000 sessions)."""
+
+    __slots__ = ()
+
+    def transport_open(self, now: float, *, tls: bool) -> None:
+        pass
+
+    def tls_established(self, now: float) -> None:
+        pass
+
+    def data_received(self, data: bytes, now: float) -> None:
+        pass
+
+    def send_more(self, now: float) -> None:
+        pass
+
+    def transport_failed(self, error: SMTPError, now: float) -> None:
+        pass
+
+
+_DETACHED = _Detached()
+
+
 def ehlo_name(configured: str | None, fqdn: str | None, sock: socket.socket | None) -> str:
     """The name to greet with: the ``name`` option, else the machine's FQDN (when it has a
     dot), else the address literal of our end of the connection (RFC 5321 section 4.1.3);
@@ -558,12 +585,13 @@ class Transport:
             self.user.transport_failed(error, now)
 
     def close(self) -> None:
-        """Release the socket (unregistered first); later calls do nothing."""
+        """Release the socket (unregistered first) and the user; later calls do nothing."""
         self._closed = True
         self.streaming = False
         self._sendbuf.clear()
         self._plain.clear()
         self._drop_socket()
+        self.user = _DETACHED
 
     def _drop_socket(self) -> None:
         """The one place a registered socket is closed: the driver forgets it while it is open

@@ -103,9 +103,10 @@ def test_done_callbacks_run_once_before_and_after_completion() -> None:
     seen: list[str] = []
     future.add_done_callback(lambda f: seen.append("before"))
     future.add_done_callback(lambda f: 1 / 0)  # logged, and the others still run
+    future.add_done_callback(lambda f: seen.append("third"))  # one, two, then three kept
     future.set_result(3)
     future.add_done_callback(lambda f: seen.append(f"after {f.result()}"))
-    assert seen == ["before", "after 3"]
+    assert seen == ["before", "third", "after 3"]
 
 
 def test_asyncio_can_await_it() -> None:

@@ -167,6 +167,7 @@ def test_expired_jobs_are_never_assigned_and_reported_once(
                 scheduler.job_finished(slot, now, job)
         deadline = scheduler.next_deadline(now)
         now = min(deadline, now + 0.25) if deadline is not None and deadline > now else now + 0.25
+    expired += scheduler.decide(now).expire  # a job deferred in the last round comes due here
     assert len({id(job) for job in expired}) == len(expired)
     assert scheduler.pending == 0  # everything left in the queue expired by 5 s
 
@@ -180,14 +181,74 @@ def test_next_deadline_wakes_the_loop_for_an_expiry() -> None:
     assert scheduler.decide(12.0).expire == [] and scheduler.next_deadline(12.0) is None
 
 
-def test_finished_jobs_do_not_linger_in_the_deadline_heap() -> None:
+def test_finished_jobs_do_not_linger_in_the_deadline_entries() -> None:
     scheduler: Scheduler[Job] = Scheduler(max_connections=1, max_messages=10**6)
     slot = ready_slot(scheduler, 0.0, window=4)
     for step in range(5000):
         job = scheduler.submit(Job(), float(step))
         assert scheduler.decide(float(step)).assign == [(slot, job)]
         scheduler.job_finished(slot, float(step), job)
-    assert len(scheduler._deadlines) <= 2 * 64 + 1
+    assert len(scheduler._in_order) + len(scheduler._deadlines) <= 2 * 64 + 1
+
+
+_EXPIRY_STEP = st.one_of(
+    st.tuples(st.just("submit"), st.sampled_from([None, 0.1, 0.4, 1.0, 2.5])),  # None: default
+    st.tuples(st.just("wait"), st.sampled_from([0.0, 0.05, 0.1, 0.3, 1.0])),
+    st.tuples(st.just("open"), st.integers(1, 3)),
+    st.tuples(st.just("finish"), st.booleans()),  # True: deferred back to the queue's front
+    st.tuples(st.just("cancel"), st.integers(0, 50)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(_EXPIRY_STEP, max_size=80), charge=st.booleans())
+def test_every_queued_job_expires_exactly_at_its_deadline(
+    steps: list[tuple[str, object]], charge: bool
+) -> None:
+    """Deadlines entered in order (the deque) and out of it (per-send ones, requeued jobs: the
+    heap), mixed: each decide expires exactly the queued jobs whose deadline has come, in
+    deadline order; next_deadline never sleeps past one; entries of gone jobs stay bounded."""
+    scheduler: Scheduler[Job] = Scheduler(
+        max_connections=3, delivery_timeout=1.5, retry_delay=0.05, rng=random.Random(0)
+    )
+    queued: list[Job] = []  # the model: what should still be waiting
+    busy: list[tuple[Slot, Job]] = []
+    now = 0.0
+    for action, arg in steps:
+        if action == "submit":
+            job = Job()
+            if isinstance(arg, float):
+                job.deadline = now + arg  # a per-send deadline, often before earlier jobs'
+            queued.append(scheduler.submit(job, now))
+        elif action == "wait":
+            wake = scheduler.next_deadline(now)
+            if queued:
+                assert wake is not None and wake <= min(job.deadline for job in queued)
+            now = round(now + float(str(arg)), 6)
+        elif action == "open":
+            for _ in range(int(str(arg))):
+                ready_slot(scheduler, now, window=2)
+        elif action == "finish" and busy:
+            slot, job = busy.pop(0)
+            if arg and scheduler.job_deferred(slot, job, now, charge=charge):
+                queued.append(job)
+            elif not arg:
+                scheduler.job_finished(slot, now, job)
+        elif action == "cancel" and queued:
+            job = queued.pop(int(str(arg)) % len(queued))
+            assert scheduler.cancel(job)
+        due = sorted((job for job in queued if job.deadline <= now), key=lambda job: job.deadline)
+        decisions = scheduler.decide(now)
+        assert [job.deadline for job in decisions.expire] == [job.deadline for job in due]
+        assert {id(job) for job in decisions.expire} == {id(job) for job in due}
+        assert all(job.deadline > now for _, job in decisions.assign)
+        gone = {id(job) for job in decisions.expire} | {id(job) for _, job in decisions.assign}
+        queued = [job for job in queued if id(job) not in gone]
+        busy += decisions.assign
+        assert scheduler.pending == len(queued)
+        if decisions.assign:
+            entries = len(scheduler._in_order) + len(scheduler._deadlines)
+            assert entries <= 2 * len(queued) + 64
 
 
 @settings(max_examples=100, deadline=None)
