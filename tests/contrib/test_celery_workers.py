@@ -36,6 +36,11 @@ from rawsmtp.contrib.celery import mail  # noqa: E402
 
 ROOT = Path(__file__).parents[2]
 LIMIT, CAP = 100, 3
+# The limit holds on the client's clock, when each MAIL is written; the server counts arrivals,
+# which a loaded host delays unevenly (2 cores: Celery workers, Redis, the test server and the
+# suite). The limiter's window is longer than the one checked by that margin, as
+# docs/scaling.md advises: with delta = 1.0 a CI run saw 102 MAILs arrive in one second.
+DELTA = 1.1
 CAPABILITIES = ["SIZE 10000000", "8BITMIME", "ENHANCEDSTATUSCODES"]  # no PIPELINING (above)
 BROKER, BACKEND, STORE = 1, 2, 3
 
@@ -60,10 +65,10 @@ APP = (
 
     def options():
         client = redis.Redis.from_url(URL + "/3", socket_timeout=2)
-        limiters["rate"] = RedisRateLimiter(client, "test:rate", delta=1.0, lease=0.2)
+        limiters["rate"] = RedisRateLimiter(client, "test:rate", delta=DELTA, lease=0.2)
         limiters["cap"] = RedisConnectionSemaphore(client, "test:conn", limit=CAP, ttl=2.0)
         return dict(host="127.0.0.1", port=int(os.environ["TEST_SMTP_PORT"]), ignore_tls=True,
-                    max_connections=CAP, rate_limit=LIMIT, idle_timeout=1.0,
+                    max_connections=CAP, rate_limit=LIMIT, rate_delta=DELTA, idle_timeout=1.0,
                     rate_limiter=limiters["rate"], connection_limiter=limiters["cap"])
 
     mailer = install(app, options, store, claim_ttl=2.0, retry_delay=1.0, max_retries=20)
@@ -76,6 +81,7 @@ APP = (
     """
     )
     .replace("CAP", str(CAP))
+    .replace("DELTA", str(DELTA))
     .replace("LIMIT", str(LIMIT))
 )
 
