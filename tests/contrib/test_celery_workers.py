@@ -265,7 +265,9 @@ def test_shared_limits_hold_across_workers(tmp_path: Path, workers: int) -> None
         with SMTPTestServer(capabilities=CAPABILITIES) as server:
             ids, found, figures, statuses = scenario(tmp_path, server, workers, 500)
             assert set(found) == ids and max(found.values()) == 1
-            assert set(statuses.values()) == {"sent"}
+            # A task still running at the broker's visibility timeout (4 s, short for the kill
+            # test) is redelivered; that run finds its messages sent and reports "duplicate".
+            assert set(statuses) == ids and set(statuses.values()) <= {"sent", "duplicate"}
             assert figures["worst_window"] <= LIMIT
             assert figures["peak_connections"] <= CAP
     finally:
