@@ -614,7 +614,7 @@ class Scheduler(Generic[JobT]):
             job.queued = False
             slot.in_flight += 1
             slot.started += 1
-            if slot.in_flight >= slot.window or slot.started >= self.max_messages:
+            if not self._has_room(slot):
                 slots.remove(slot)
             if rate is not None:
                 job.reserved = True
@@ -653,9 +653,13 @@ class Scheduler(Generic[JobT]):
             usable -= 1
             if usable < 0:
                 break
-            if slot.ready and slot.in_flight < slot.window and slot.started < self.max_messages:
+            if slot.ready and self._has_room(slot):
                 slots.append(slot)
         return slots
+
+    def _has_room(self, slot: Slot) -> bool:
+        """Can ``slot`` take one more job (its window, and max_messages for its connection)?"""
+        return slot.in_flight < slot.window and slot.started < self.max_messages
 
     def _connections_to_open(self, now: float) -> int:
         room = self._concurrency - len(self._slots)
