@@ -301,8 +301,9 @@ def _intake(message: Any, envelope: Envelope | Mapping[str, Any] | None) -> Prep
         message = message.encode("utf-8", "surrogateescape")
     if isinstance(message, bytes | bytearray | memoryview):
         data = bytes(message)
-        fields = _header_fields(data) if envelope is None else _id_fields(data)
-        return _from_bytes(data, _envelope(envelope, fields), fields)
+        head = _lower_head(data)
+        fields = _header_fields(data) if envelope is None else _id_fields(data, head)
+        return _from_bytes(data, _envelope(envelope, fields), fields, head=head)
     try:
         if hasattr(message, "read"):
             return _from_stream(_Source(file=message), envelope)
@@ -328,13 +329,18 @@ def _from_email_message(
 
 
 def _from_bytes(
-    data: bytes, envelope: Envelope, fields: _Fields, *, add_missing: bool = False
+    data: bytes,
+    envelope: Envelope,
+    fields: _Fields,
+    *,
+    add_missing: bool = False,
+    head: bytes | None = None,
 ) -> PreparedMessage:
-    """In-memory content with its header ``fields``. ``add_missing`` (for an
-    email.message.Message) adds the Message-ID and Date it lacks; raw bytes are sent as
-    given, but for line ends and Bcc."""
+    """In-memory content with its header ``fields`` (and its :func:`_lower_head`, when the
+    caller has it). ``add_missing`` (for an email.message.Message) adds the Message-ID and Date
+    it lacks; raw bytes are sent as given, but for line ends and Bcc."""
     message_id = _message_id(fields)
-    data = to_crlf(_strip_hidden(data))
+    data = to_crlf(_strip_hidden(data, head))
     if add_missing:
         added, message_id = _missing_headers(fields, envelope, message_id)
         data = added + data
@@ -464,10 +470,18 @@ def _header_fields(data: bytes) -> _Fields:
     return tuple(fields)
 
 
-def _id_fields(data: bytes) -> _Fields:
+def _lower_head(data: bytes) -> bytes:
+    """The header block, without the empty line that ends it, in lower case: what the
+    Message-ID and Bcc checks search, made once a message (lower() is a slow scan)."""
+    blank = _blank_line(data)
+    return data[: blank[0] if blank else len(data)].lower()
+
+
+def _id_fields(data: bytes, head: bytes) -> _Fields:
     """The fields needed when the envelope is given: only the Message-ID is read, so a header
-    block without one is not scanned (the scan costs more than the rest of the intake)."""
-    if b"message-id" not in _header_block(data).lower():
+    block without one (``head``, :func:`_lower_head`) is not scanned: the scan costs more than
+    the rest of the intake. find(), not ``in``: see DataEncoder._stuff."""
+    if head.find(b"message-id") == -1:
         return ()
     return _header_fields(data)
 
@@ -568,14 +582,15 @@ def _raw_utf8_headers(message: email.message.Message) -> email.message.Message:
     return clone
 
 
-def _strip_hidden(data: bytes) -> bytes:
+def _strip_hidden(data: bytes, head: bytes | None = None) -> bytes:
     """Remove every Bcc and Resent-Bcc field (with its continuation lines) from the header
-    block (RFC 5322 section 3.6.3: the other recipients must not see them)."""
-    blank = _blank_line(data)
-    end = blank[0] if blank else len(data)
-    lower = data[:end].lower()
-    if b"bcc:" not in lower and b"bcc :" not in lower:
+    block (RFC 5322 section 3.6.3: the other recipients must not see them). ``head`` is
+    ``data``'s :func:`_lower_head` when the caller made it already."""
+    if head is None:
+        head = _lower_head(data)
+    if head.find(b"bcc") == -1:  # one search for both spellings (and for a false alarm)
         return data
+    end = len(head)
     lines = data[:end].splitlines(keepends=True)
     kept, skipping = [], False
     for line in lines:

@@ -13,8 +13,6 @@ whether the output so far ends at a line start.
 
 from __future__ import annotations
 
-import re
-
 from ._commands import bdat
 
 __all__ = [
@@ -30,18 +28,11 @@ __all__ = [
 # little against the data, small enough to bound what a chunk holds in memory.
 BDAT_CHUNK_SIZE = 64 * 1024
 
-# The regex engine scans for a two-byte literal about twice as fast as ``bytes.replace`` and
-# ``in`` do, so a chunk is searched for a dot that starts a line before it is rewritten.
-_DOT_AFTER_LF = re.compile(rb"\n\.")
 
 
 class LineEnds:
-    """Normalises line ends to CR LF across chunk boundaries, as both encoders do.
-
-    Most messages already use CR LF throughout. Single-byte replaces run at memchr speed while
-    two-byte searches do not, so a chunk is proved clean by deleting its CRs and putting one back
-    before each LF: only a chunk with a bare CR or LF pays for the full rewrite.
-    """
+    """Normalises line ends to CR LF across chunk boundaries, as both encoders do: a CR at the
+    end of a chunk waits for the next one, whose first byte may be its LF."""
 
     def __init__(self) -> None:
         self.held_cr = False
@@ -58,11 +49,7 @@ class LineEnds:
         if self.held_cr:
             chunk = b"\r" + chunk
         self.held_cr = chunk.endswith(b"\r")
-        if self.held_cr:
-            chunk = chunk[:-1]
-        if chunk.replace(b"\r", b"").replace(b"\n", b"\r\n") != chunk:
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-        return chunk
+        return _crlf(chunk[:-1] if self.held_cr else chunk)
 
     def flush(self) -> bytes:
         """The end of the content: a CR held back is a line end of its own."""
@@ -78,9 +65,21 @@ def to_crlf(data: bytes) -> bytes:
     >>> to_crlf(b"Subject: hi\n\nbody")
     b'Subject: hi\r\n\r\nbody\r\n'
     """
-    line_ends = LineEnds()
-    data = line_ends.normalise(data) + line_ends.flush()
+    # Not through LineEnds: a whole content has no next chunk, so a final CR is a line end now.
+    # (That object and its state cost a quarter of this call, which runs for every message.)
+    data = _crlf(data)
     return data + b"\r\n" if data and not data.endswith(b"\n") else data
+
+
+def _crlf(chunk: bytes) -> bytes:
+    """``chunk`` with every bare CR or LF made CR LF."""
+    # Most content is clean already, and this proves it: deleting the CRs and putting one back
+    # before each LF gives the same bytes. Single-byte replaces are the cheapest scan bytes
+    # have: 15k instructions for 1.7 KB under callgrind, where counting CR LF pairs took 19k
+    # and deleting them 25k. Only content with a bare CR or LF pays for the rewrite.
+    if chunk.replace(b"\r", b"").replace(b"\n", b"\r\n") != chunk:
+        chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    return chunk
 
 
 class DataEncoder:
@@ -115,8 +114,11 @@ class DataEncoder:
         if self._at_line_start and text.startswith(b"."):
             text = b"." + text
         self._at_line_start = text.endswith(b"\n")
-        # Looking for a lone dot first is a memchr; base64 parts, most of a big message, have none.
-        if b"." in text and _DOT_AFTER_LF.search(text):
+        # Looking for a lone dot first is a memchr; base64 parts, most of a big message, have
+        # none. find(), not ``in``: on 3.11 ``bytes in bytes`` first tries the needle as an int
+        # and formats the TypeError it then discards. Then the replace is its own search: with
+        # no dot to stuff it returns ``text`` itself, in fewer instructions than a regex search.
+        if text.find(b".") != -1:
             return text.replace(b"\n.", b"\n..")
         return text
 
