@@ -29,7 +29,6 @@ __all__ = [
 BDAT_CHUNK_SIZE = 64 * 1024
 
 
-
 class LineEnds:
     """Normalises line ends to CR LF across chunk boundaries, as both encoders do: a CR at the
     end of a chunk waits for the next one, whose first byte may be its LF."""
