@@ -101,10 +101,11 @@ class Envelope:
             object.__setattr__(self, "notify", frozenset(v.upper() for v in self.notify))
         # The protocol's own serialisation is the one validator of what goes on the wire; the
         # transaction it validated is the prototype of every message's own.
+        addresses = (self.mail_from, *self.rcpt_to)
         prototype = Transaction(
             mail_from=self.mail_from,
             recipients=self.rcpt_to,
-            smtputf8=self.smtputf8,
+            smtputf8=not all(address.isascii() for address in addresses),
             ret=self.ret,
             envid=self.envid,
             notify=self.notify,
@@ -116,7 +117,7 @@ class Envelope:
     @property
     def smtputf8(self) -> bool:
         """Whether an address needs SMTPUTF8 (RFC 6531)."""
-        return not all(address.isascii() for address in (self.mail_from, *self.rcpt_to))
+        return self._prototype.smtputf8  # worked out once, in __post_init__
 
     def ascii_form(self) -> Envelope | None:
         """This envelope for a server without SMTPUTF8: non-ASCII domains as IDNA A-labels.

@@ -113,6 +113,10 @@ class ReplyParser:
     Bytes already searched for a line end are never searched again, so a reply fed one byte at
     a time costs linear time. A line longer than ``max_line_length`` or a reply of more than
     ``max_lines`` lines is a :class:`RemoteProtocolError` before the buffer can grow past them.
+
+    The buffer is ``bytes``, not a bytearray: the received block itself when everything before
+    it was parsed (the usual case, no copy), else the unparsed tail and the block joined, a copy
+    of at most one line. Its slices are then the lines themselves, ready to be looked up.
     """
 
     def __init__(
@@ -121,7 +125,7 @@ class ReplyParser:
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         max_lines: int = DEFAULT_MAX_REPLY_LINES,
     ) -> None:
-        self._buffer = bytearray()
+        self._buffer = b""
         self._start = 0  # where the unparsed bytes begin
         self._searched = 0  # bytes from _start already known to hold no line end
         self._max_line_length = max_line_length
@@ -136,7 +140,15 @@ class ReplyParser:
         self._seen: dict[bytes, Reply] = {}
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
+        if type(data) is not bytes:
+            data = bytes(data)  # a bytearray or memoryview: its lines must be hashable
+        start = self._start
+        if start == len(self._buffer):
+            self._buffer = data
+        else:
+            self._buffer = self._buffer[start:] + data
+            self._empty_at -= start
+        self._start = 0
 
     @property
     def buffered(self) -> int:
@@ -158,20 +170,16 @@ class ReplyParser:
                 return None
             if end - start > self._max_line_length:
                 raise RemoteProtocolError(f"reply line longer than {self._max_line_length} bytes")
-            stop = end - 1 if end > start and buffer[end - 1] == 13 else end  # CR LF or bare LF
-            line = bytes(buffer[start:stop])
+            line = buffer[start:end]  # with its CR, if any: the key of the replies seen
             reply = None if self._lines else self._seen.get(line)
             if reply is None:
                 reply = self._add_line(line)
             self._start, self._searched = end + 1, 0
-            if self._start > 65536 and self._start * 2 > len(buffer):
-                # Compact now and then rather than on every line, so parsing stays linear.
-                del buffer[: self._start]
-                self._start = 0
             if reply is not None:
                 return reply
 
-    def _add_line(self, line: bytes) -> Reply | None:
+    def _add_line(self, key: bytes) -> Reply | None:
+        line = key[:-1] if key.endswith(b"\r") else key  # CR LF or bare LF
         match = _LINE.fullmatch(line)
         if match is None:
             if not line and not self._lines:
@@ -203,7 +211,7 @@ class ReplyParser:
         if len(reply.lines) == 1:
             if len(self._seen) >= _SEEN_REPLIES:
                 self._seen.clear()  # replies that differ each time (queue IDs) must not pile up
-            self._seen[line] = reply
+            self._seen[key] = reply
         return reply
 
     def _complete(self, code: int) -> Reply:
