@@ -340,7 +340,7 @@ def _from_bytes(
     """In-memory content with its header ``fields`` (and its :func:`_lower_head`, when the
     caller has it). ``add_missing`` (for an email.message.Message) adds the Message-ID and Date
     it lacks; raw bytes are sent as given, but for line ends and Bcc."""
-    message_id = _message_id(fields)
+    message_id = _message_id(fields) if fields else None
     data = to_crlf(_strip_hidden(data, head))
     if add_missing:
         added, message_id = _missing_headers(fields, envelope, message_id)

@@ -300,14 +300,18 @@ class PoolEngine:
             prepared=prepared, future=future, timeout=deadline, before_commit=before_commit
         )
         # The condition's own lock, entered directly: Condition.__enter__ is Python code, and
-        # this runs for every message.
-        with self._counting:
+        # this runs for every message. Not in a with block either: see SendFuture.commit.
+        counting = self._counting
+        counting.acquire()
+        try:
             self._wait_for_room(block, timeout, on_loop)
             if self.closed:
                 future.set_exception(SMTPPoolClosedError("the pool is closed"))
                 return future
             self._entered += 1
             self.idle = False
+        finally:
+            counting.release()
         return submission
 
     def _wait_for_room(self, block: bool, timeout: float | None, on_loop: bool) -> None:
@@ -477,6 +481,8 @@ class PoolEngine:
     ) -> tuple[tuple[str, ...], SMTPError | None]:
         """The recipients to try again (those a 4xx deferred), and the error to report."""
         if isinstance(event, MessageAccepted):
+            if not event.rejected:  # the usual case: every recipient took it
+                return (), None
             deferred = _temporary(event.rejected)
             return deferred, event.rejected[deferred[0]] if deferred else None
         error = event.error
@@ -708,7 +714,7 @@ class PoolEngine:
         prepared, core = submission.prepared, session.core
         assert core is not None
         offered = core.extensions
-        if prepared.smtputf8 and not offered.smtputf8:
+        if not offered.smtputf8 and prepared.smtputf8:  # the cheaper test first
             # Domains have an ASCII form (A-labels); without one the capability error stands.
             ascii_form = prepared.without_smtputf8()
             if ascii_form is not None:

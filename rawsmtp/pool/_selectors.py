@@ -241,7 +241,9 @@ class _Loop:
     def post(self, action: _Action) -> None:
         """Run ``action(now)`` (or enqueue a Submission) on the loop thread, started if need be."""
         inline: Callable[[], None] | None = None
-        with self._inbox_lock:
+        lock = self._inbox_lock
+        lock.acquire()  # not ``with``: once a message, see SendFuture.commit
+        try:
             if not self._loop_done:
                 self._inbox.append(action)
                 if not self._wake_pending:
@@ -256,6 +258,8 @@ class _Loop:
                             self._wake_w.send(b"\0")
                 if inline is None:
                     return
+        finally:
+            lock.release()
         if inline is not None:
             inline()  # at interpreter shutdown: the loop runs here until it is quiet
             return

@@ -76,7 +76,7 @@ class Reply:
         return self.code >= 500
 
     def __str__(self) -> str:
-        return f"{self.code} {self.text}"
+        return f"{self.code} " + "\n".join(self.lines)  # as .text, without its call
 
 
 class ReplyFields(TypedDict):
