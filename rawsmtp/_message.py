@@ -194,8 +194,7 @@ class PreparedMessage:
             return source.chunks()
         if len(source) <= CHUNK_SIZE:
             return iter((source,))
-        view = memoryview(source)
-        return (bytes(view[i : i + CHUNK_SIZE]) for i in range(0, len(view), CHUNK_SIZE))
+        return _slices(source)
 
     def prepend(self, head: bytes) -> PreparedMessage:
         """This message with ``head`` (header fields, e.g. DKIM-Signature) before its content."""
@@ -203,6 +202,12 @@ class PreparedMessage:
         content = head + source if isinstance(source, bytes) else source.prepend(head)
         size = None if self.size is None else self.size + len(head)
         return dataclasses.replace(self, size=size, _source=content)
+
+
+def _slices(content: bytes) -> Iterator[bytes]:
+    # Apart from PreparedMessage.chunks: its generator's variable would be a cell every call.
+    view = memoryview(content)
+    return (bytes(view[i : i + CHUNK_SIZE]) for i in range(0, len(view), CHUNK_SIZE))
 
 
 class _Source:

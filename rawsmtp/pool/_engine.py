@@ -188,6 +188,11 @@ def _permanent(error: SMTPError) -> bool:
     return isinstance(error, SMTPResponseError) and (error.code or 0) >= 500
 
 
+def _not_in(addresses: tuple[str, ...], known: tuple[str, ...]) -> tuple[str, ...]:
+    # Out of message_done, which runs for every message: its variable would be a cell.
+    return tuple(address for address in addresses if address not in known)
+
+
 def _temporary(errors: Mapping[str, SMTPResponseError]) -> tuple[str, ...]:
     """The recipients refused with a 4xx: worth another try."""
     return tuple(address for address, error in errors.items() if error.is_temporary)
@@ -320,6 +325,11 @@ class PoolEngine:
             return
         if not block or on_loop:
             raise SMTPQueueFullError(f"the queue holds {limit} messages already")
+        self._wait_for_queue(limit, timeout)
+
+    def _wait_for_queue(self, limit: int, timeout: float | None) -> None:
+        # Apart from _wait_for_room, which runs for every message: a function whose variables
+        # a lambda captures pays for making them cells on every call, lambda or not.
         if not self.lock.wait_for(lambda: self.closed or self.queued < limit, timeout):
             raise SMTPQueueFullError(f"the queue stayed full for {timeout} s")
 
@@ -375,12 +385,18 @@ class PoolEngine:
         self._update_idle()
 
     def next_deadline(self, now: float) -> float | None:
-        deadlines = [d for c in self.sessions if (d := c.deadline()) is not None]
+        # A plain loop: a comprehension is a call of its own, and min() another (on 3.11).
+        soonest: float | None = None
+        for session in self.sessions:
+            deadline = session.deadline()
+            if deadline is not None and (soonest is None or deadline < soonest):
+                soonest = deadline
         # Closing, decide() decides nothing: a scheduler deadline (an idle connection's, while
         # its QUIT is answered) would come round at once, forever.
-        if not self.stopping and (deadline := self.scheduler.next_deadline(now)) is not None:
-            deadlines.append(deadline)
-        return min(deadlines) if deadlines else None
+        deadline = None if self.stopping else self.scheduler.next_deadline(now)
+        if deadline is not None and (soonest is None or deadline < soonest):
+            soonest = deadline
+        return soonest
 
     def fire_timers(self, now: float) -> None:
         for session in list(self.sessions):
@@ -442,7 +458,9 @@ class PoolEngine:
 
     def message_started(self, session: Session, transaction: Transaction, now: float) -> None:
         """Its MAIL FROM is on the wire (its body is asked for): the rate limit counts it."""
-        self.scheduler.job_started(transaction.tag, now)  # type: ignore[arg-type]
+        job: Submission = transaction.tag  # type: ignore[assignment]
+        if job.reserved:  # else nothing to confirm, and no call for it (once a message)
+            self.scheduler.job_started(job, now)
 
     def message_done(
         self, session: Session, event: MessageAccepted | MessageFailed, now: float
@@ -455,7 +473,8 @@ class PoolEngine:
             scheduler.job_finished(slot, now, submission, carried=False)  # nothing was written
             self._fail(submission, event.error)
             return
-        scheduler.job_started(submission, now)  # refused before its body: MAIL went out
+        if submission.reserved:  # refused before its body: MAIL went out
+            scheduler.job_started(submission, now)
         if isinstance(event, MessageFailed) and event.pipelining_refused:
             self._pipelining_refused(session, now)
             self._defer(slot, submission, event.error, now, charge=False)
@@ -471,7 +490,7 @@ class PoolEngine:
             submission.retry_to = dataclasses.replace(
                 submission.prepared.envelope, rcpt_to=deferred
             )
-            submission.retried += tuple(a for a in deferred if a not in submission.retried)
+            submission.retried += _not_in(deferred, submission.retried)
         assert error is not None
         self._defer(slot, submission, error, now, charge=not self._throttling(session, error, now))
 
@@ -632,7 +651,7 @@ class PoolEngine:
             accepted = event.transaction.recipients
         submission.accepted = accepted
         result = _OpenSendResult()  # every field set, as protocol._frozen says (one a message)
-        result.accepted, result.rejected = accepted, tuple(rejected)
+        result.accepted, result.rejected = accepted, tuple(rejected) if rejected else ()
         result.rejected_errors = MappingProxyType(dict(rejected)) if rejected else NO_REJECTIONS
         result.response, result.envelope = str(event.reply), prepared.envelope
         result.message_id = prepared.message_id

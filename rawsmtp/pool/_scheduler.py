@@ -301,9 +301,11 @@ class Scheduler(Generic[JobT]):
         """The slot's job got its final reply (``carried=False``: it never went out, e.g. the
         caller cancelled it at assignment)."""
         self._vacate(slot, now)
-        if job is not None:
+        # Each call only when it has something to do: this runs for every message, and a call
+        # costs more than the test.
+        if job is not None and job.reserved:
             self._unreserve(job)
-        if carried:
+        if carried and not slot.carried:
             self._carried(slot)
 
     def job_deferred(self, slot: Slot, job: JobT, now: float, *, charge: bool = True) -> bool:

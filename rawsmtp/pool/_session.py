@@ -152,6 +152,8 @@ class Session:
         self._body: Iterator[bytes] | None = None
         self._body_transaction: Transaction | None = None
         self._body_crlf = False  # the body's chunks are in CR LF form already
+        # The body's exact size when it is in memory (then its chunks sum to it), else -1.
+        self._body_size = -1
         self._body_error: tuple[Transaction, BaseException] | None = None
         self._holding: Transaction | None = None  # its end held for its before_commit hook
         self._commit_errors: dict[int, SMTPCommitError] = {}  # by id(transaction), till reported
@@ -298,20 +300,23 @@ class Session:
             self._body_error = (self._body_transaction, error)
             self.core.connection_lost(SMTPConnectionError(f"reading the message failed: {error}"))
             return
-        if chunk is None:
-            self._end_body()
-            transaction = self._body_transaction
-            assert transaction is not None
-            # The point of no return: a cancel() that came first abandons the message instead.
-            job: Any = transaction.tag
-            if not job.commit():
-                self.core.abandon(transaction)
-            elif job.before_commit is None:
-                self.core.end_body()
-            else:
-                self._hold(transaction, job.before_commit)
-        else:
+        if chunk is not None:
             self.core.send_body(chunk, crlf=self._body_crlf)
+            if len(chunk) != self._body_size:
+                return
+            # All of an in-memory body in one chunk (the usual message): nothing can follow,
+            # so it ends now rather than after another round of this loop.
+        self._end_body()
+        transaction = self._body_transaction
+        assert transaction is not None
+        # The point of no return: a cancel() that came first abandons the message instead.
+        job: Any = transaction.tag
+        if not job.commit():
+            self.core.abandon(transaction)
+        elif job.before_commit is None:
+            self.core.end_body()
+        else:
+            self._hold(transaction, job.before_commit)
 
     def _hold(self, transaction: Transaction, hook: Callable[[], object]) -> None:
         """Run the message's commit hook in a worker; its end is written once it returned."""
@@ -344,7 +349,9 @@ class Session:
             job: Any = event.transaction.tag
             self._body_transaction = event.transaction
             self._body = iter(job.chunks(now))
-            self._body_crlf = job.prepared.crlf
+            prepared = job.prepared
+            self._body_crlf = crlf = prepared.crlf
+            self._body_size = prepared.size if crlf and prepared.size is not None else -1
             self.transport.streaming = True
             self.reports.message_started(self, event.transaction, now)
         elif isinstance(event, MessageAccepted):

@@ -18,6 +18,7 @@ from ._address import validate_address
 __all__ = [
     "auth",
     "bdat",
+    "check_size",
     "ehlo",
     "helo",
     "lhlo",
@@ -103,9 +104,14 @@ def vrfy(text: str) -> bytes:
 
 def size_parameter(size: int) -> str:
     """MAIL's SIZE parameter (RFC 1870), the first when present."""
+    check_size(size)
+    return f"SIZE={size}"
+
+
+def check_size(size: object) -> None:
+    """Refuse what cannot be a SIZE: RFC 1870 takes a count of octets."""
     if not isinstance(size, int) or size < 0:
         raise LocalProtocolError(f"invalid SIZE: {size!r}")
-    return f"SIZE={size}"
 
 
 def mail(

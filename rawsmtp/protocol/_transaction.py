@@ -69,7 +69,8 @@ class Transaction(Generic[TagT]):
             raise LocalProtocolError("a transaction needs a non-empty tuple of recipients")
         # Serialising once checks every address and parameter with the code that sends them,
         # but for SIZE, which mail_command() formats itself.
-        _check_size(self.size)
+        if self.size is not None:
+            _commands.check_size(self.size)
         self.mail_command(dsn=True)
         self.rcpt_commands(dsn=True)
 
@@ -86,7 +87,8 @@ class Transaction(Generic[TagT]):
         The addresses and DSN options were validated when this transaction was made, so only
         what changes is checked; ``smtputf8`` may only widen what the addresses may hold.
         """
-        _check_size(size)
+        if size is not None:
+            _commands.check_size(size)
         if body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
             raise LocalProtocolError(f"invalid BODY: {body!r}")
         copy = _OpenTransaction()  # built as _frozen says: a fifth of the frozen way's cost
@@ -126,11 +128,14 @@ class Transaction(Generic[TagT]):
     def rcpt_commands(self, *, dsn: bool) -> tuple[bytes, ...]:
         """:meth:`rcpt_command` for each recipient, in order."""
         lines = self._rcpt_lines.get(dsn)
-        if lines is None:
-            # No line depends on smtputf8, the one thing a copy may change (and only widen), so
-            # whichever transaction of the family builds the lines first builds them for all.
-            lines = tuple(self.rcpt_command(recipient, dsn=dsn) for recipient in self.recipients)
-            self._rcpt_lines[dsn] = lines
+        return self._build_rcpt_lines(dsn) if lines is None else lines
+
+    def _build_rcpt_lines(self, dsn: bool) -> tuple[bytes, ...]:
+        # Apart from rcpt_commands: the generator's variables would be cells on every call.
+        # No line depends on smtputf8, the one thing a copy may change (and only widen), so
+        # whichever transaction of the family builds the lines first builds them for all.
+        lines = tuple(self.rcpt_command(recipient, dsn=dsn) for recipient in self.recipients)
+        self._rcpt_lines[dsn] = lines
         return lines
 
     def rcpt_command(self, recipient: str, *, dsn: bool) -> bytes:
@@ -140,11 +145,6 @@ class Transaction(Generic[TagT]):
             notify=self.notify if dsn else None,
             orcpt=self.orcpt and dsn,
         )
-
-
-def _check_size(size: int | None) -> None:
-    if size is not None:
-        _commands.size_parameter(size)  # raises for an invalid size
 
 
 _OpenTransaction = open_twin(Transaction)  # derive() sets every one of its fields
