@@ -33,6 +33,7 @@ from ._errors import SMTPConnectionError
 from .protocol import LocalProtocolError
 from .protocol._address import ascii_address, parse_address_list, parse_mailbox, quote_local_part
 from .protocol._data import LineEnds, to_crlf
+from .protocol._frozen import builder
 from .protocol._transaction import Transaction
 
 if TYPE_CHECKING:
@@ -210,6 +211,20 @@ def _slices(content: bytes) -> Iterator[bytes]:
     return (bytes(view[i : i + CHUNK_SIZE]) for i in range(0, len(view), CHUNK_SIZE))
 
 
+# PreparedMessage(...) with every field given by keyword, in 40 % of the instructions (see
+# protocol._frozen.builder): one is made for every message.
+_in_memory = builder(
+    PreparedMessage,
+    "envelope",
+    "message_id",
+    "size",
+    "eight_bit",
+    "restartable",
+    "utf8_headers",
+    "_source",
+)
+
+
 class _Source:
     """Where a streamed body comes from: a file (rewound for each attempt when seekable), or an
     iterator. ``prefix`` replaces the first ``skip`` bytes (a header block without its Bcc)."""
@@ -351,15 +366,9 @@ def _from_bytes(
         added, message_id = _missing_headers(fields, envelope, message_id)
         data = added + data
     eight_bit = not data.isascii()
-    return PreparedMessage(
-        envelope=envelope,
-        message_id=message_id,
-        size=len(data),
-        eight_bit=eight_bit,
-        restartable=True,
-        utf8_headers=eight_bit and not _header_block(data).isascii(),
-        _source=data,
-    )
+    utf8_headers = eight_bit and not _header_block(data).isascii()
+    # envelope, message_id, size, eight_bit, restartable, utf8_headers, _source
+    return _in_memory(envelope, message_id, len(data), eight_bit, True, utf8_headers, data)
 
 
 def _missing_headers(

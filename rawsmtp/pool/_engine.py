@@ -49,7 +49,7 @@ from ..protocol import (
     SMTPTLSError,
     Transaction,
 )
-from ..protocol._frozen import open_twin
+from ..protocol._frozen import builder, open_twin
 from ._future import SendFuture
 from ._observe import Throttled
 from ._scheduler import Job, Scheduler, Slot
@@ -169,6 +169,11 @@ class Submission(Job):
         for chunk in chunks:
             self.sent_bytes += len(chunk)
             yield chunk
+
+
+# Submission(prepared=, future=, timeout=, before_commit=), in half the instructions (see
+# protocol._frozen.builder): its __init__ looked up twenty keyword-only defaults a message.
+_new_submission = builder(Submission, "prepared", "future", "timeout", "before_commit")
 
 
 def _permanent(error: SMTPError) -> bool:
@@ -301,9 +306,7 @@ class PoolEngine:
         except SMTPConnectionError as error:  # the source failed while read: not a misuse
             future.set_exception(error)
             return future
-        submission = Submission(
-            prepared=prepared, future=future, timeout=deadline, before_commit=before_commit
-        )
+        submission = _new_submission(prepared, future, deadline, before_commit)
         # The condition's own lock, entered directly: Condition.__enter__ is Python code, and
         # this runs for every message. Not in a with block either: see SendFuture.commit.
         counting = self._counting

@@ -440,6 +440,12 @@ class Transport:
             self._on_socket_error(error, now)
             return
         self._last_progress = now
+        direct = self._proxy is None and self._proxy_tls is None
+        if data and self._open and direct and (self._tls is None or self._ssl_socket):
+            # Bytes of an open session, the usual read: straight to it, without the two calls
+            # of the general way (_received, _on_bytes), once per batch of replies.
+            self.user.data_received(data, now)
+            return
         self._received(data, now)
 
     def _received(self, data: bytes, now: float) -> None:
