@@ -85,6 +85,8 @@ class SendFuture(Future[T]):
         return super().result(0)  # settled: the base class only reads the outcome
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == FINISHED:  # as result(): the asyncio pool asks it of every message
+            return self._exception
         self._wait_settled(timeout)
         return super().exception(0)
 
@@ -174,7 +176,9 @@ class SendFuture(Future[T]):
         return True
 
     def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
-        with self._condition:
+        lock = self._condition  # taken as in commit(): the asyncio pool adds one a message
+        lock.acquire()
+        try:
             if self._state not in _SETTLED:
                 callbacks = self._done_callbacks
                 if not isinstance(callbacks, tuple):
@@ -182,6 +186,8 @@ class SendFuture(Future[T]):
                 else:
                     self._done_callbacks = (*callbacks, fn) if callbacks else fn
                 return
+        finally:
+            lock.release()
         self._call(fn)
 
     def _invoke_callbacks(self) -> None:

@@ -202,7 +202,7 @@ class Transport:
         self.services = services
         self.settings = settings
         self.sock: socket.socket | None = None
-        self.streaming = False  # the session has a body still to send (see _write_deadline)
+        self.streaming = False  # the session has a body still to send (see deadline)
         self._tls: TLSLayer | None = None  # SMTP's TLS (implicit or STARTTLS)
         self._proxy_tls: TLSLayer | None = None  # an https:// proxy's, under SMTP's own
         self._ssl_socket = False  # get_socket returned an already-secured SSLSocket
@@ -393,11 +393,11 @@ class Transport:
         return self._connecting or bool(self._sendbuf or self._plain) or self.streaming
 
     def deadline(self) -> float | None:
+        """The set-up's deadline while it runs, then the write deadline while output waits."""
+        # One function for both (on_timer tells them apart): the loop asks every transport
+        # this on every round.
         if self._setup_deadline is not None:
             return self._setup_deadline
-        return self._write_deadline()
-
-    def _write_deadline(self) -> float | None:
         # Also while a body is being streamed with the buffer empty: the last write may have
         # filled the socket exactly, and a server that stops reading then never makes it
         # writable again.
@@ -413,7 +413,7 @@ class Transport:
             phase = "tls" if self._tls else "proxy" if self._proxy and self.sock else "connect"
             self._fail(SMTPTimeoutError(f"{phase} timed out", phase=phase), now)
             return True
-        deadline = self._write_deadline()
+        deadline = self.deadline()  # the write deadline: there is no set-up deadline now
         if deadline is None or now < deadline:
             return False
         self._fail(SMTPTimeoutError("the server stopped reading", phase="send"), now)
