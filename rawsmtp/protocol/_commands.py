@@ -109,8 +109,8 @@ def size_parameter(size: int) -> str:
 
 
 def check_size(size: object) -> None:
-    """Refuse what cannot be a SIZE: RFC 1870 takes a count of octets."""
-    if not isinstance(size, int) or size < 0:
+    """Refuse what cannot be a SIZE (RFC 1870 takes a count of octets); None is no SIZE."""
+    if size is not None and (not isinstance(size, int) or size < 0):
         raise LocalProtocolError(f"invalid SIZE: {size!r}")
 
 

@@ -115,8 +115,9 @@ class ReplyParser:
     ``max_lines`` lines is a :class:`RemoteProtocolError` before the buffer can grow past them.
 
     The buffer is ``bytes``, not a bytearray: the received block itself when everything before
-    it was parsed (the usual case, no copy), else the unparsed tail and the block joined, a copy
-    of at most one line. Its slices are then the lines themselves, ready to be looked up.
+    it was parsed (the usual case, no copy), else the unparsed tail and the block joined. That
+    tail is the unfinished line, so each feed copies at most ``max_line_length`` bytes. The
+    buffer's slices are then the lines themselves, ready to be looked up.
     """
 
     def __init__(

@@ -69,8 +69,7 @@ class Transaction(Generic[TagT]):
             raise LocalProtocolError("a transaction needs a non-empty tuple of recipients")
         # Serialising once checks every address and parameter with the code that sends them,
         # but for SIZE, which mail_command() formats itself.
-        if self.size is not None:
-            _commands.check_size(self.size)
+        _commands.check_size(self.size)
         self.mail_command(dsn=True)
         self.rcpt_commands(dsn=True)
 
@@ -87,8 +86,7 @@ class Transaction(Generic[TagT]):
         The addresses and DSN options were validated when this transaction was made, so only
         what changes is checked; ``smtputf8`` may only widen what the addresses may hold.
         """
-        if size is not None:
-            _commands.check_size(size)
+        _commands.check_size(size)
         if body not in (None, "7BIT", "8BITMIME", "BINARYMIME"):
             raise LocalProtocolError(f"invalid BODY: {body!r}")
         copy = _OpenTransaction()  # built as _frozen says: a fifth of the frozen way's cost
