@@ -393,7 +393,8 @@ def compare(
             before = relay.turns() if relay else 0
             server_before = postfix_cpu_seconds() if work.postfix else None
             result = run_child(name, port, work.count, work.connections, int(work.tls))
-            if server_before is not None and (server_after := postfix_cpu_seconds()):
+            server_after = postfix_cpu_seconds() if work.postfix else None
+            if server_before is not None and server_after is not None:
                 result["server_cpu_s_per_msg"] = (server_after - server_before) / work.count
             if relay is not None:
                 result["round_trips_per_msg"] = (relay.turns() - before) / work.count
