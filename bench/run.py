@@ -582,17 +582,25 @@ def _span(bounds: list[float], spec: str) -> str:
     return f" ({low:{spec}}-{high:{spec}})" if low != high else ""
 
 
+COLUMNS = (
+    "workload", "client", "msg/s", "vs smtplib", "CPU/msg", "vs smtplib", "RTs/msg",
+    "msgs/RTT/conn", "server CPU/msg",
+)  # fmt: skip
+
+
+def _line(*cells: str) -> None:
+    """One table line: the cells given, then empty ones up to the header's width."""
+    print("| " + " | ".join(cells + ("",) * (len(COLUMNS) - len(cells))) + " |")
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     """A Markdown table: one line per workload and client."""
     rounds = max((row.get("rounds", 1) for row in rows), default=1)
     print(
         f"Comparisons: medians of {rounds} alternating round(s), 5 connections each, ratio ranges in brackets."
     )
-    print(
-        "| workload | client | msg/s | vs smtplib | CPU/msg | vs smtplib | RTs/msg | msgs/RTT/conn"
-        " | server CPU/msg |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    _line(*COLUMNS)
+    print("|" + "---|" * len(COLUMNS))
     for row in rows:
         if "smtplib" in row:
             for name in CLIENTS:
@@ -610,30 +618,30 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                     if "server_cpu_s_per_msg" in r
                     else ""
                 )
-                print(
-                    f"| {row['workload']} | {name} | {r['msg_per_s']:,.0f} | {ratio} | "
-                    f"{r['cpu_s_per_msg'] * 1e6:.0f} µs | {cpu} | {trips} | {share} | {server} |"
-                )
+                _line(
+                    row["workload"], name, f"{r['msg_per_s']:,.0f}", ratio,
+                    f"{r['cpu_s_per_msg'] * 1e6:.0f} µs", cpu, trips, share, server,
+                )  # fmt: skip
         elif "instructions" in row:
             counts = row["instructions"]
             for kind, value in counts.items():
-                print(
-                    f"| {row['workload']} | {kind} | | | {value:,} instr | "
-                    f"{value / counts['smtplib']:.2f}x | | | |"
-                )
+                _line(
+                    row["workload"], kind, "", "", f"{value:,} instr",
+                    f"{value / counts['smtplib']:.2f}x",
+                )  # fmt: skip
         elif "rawsmtp" in row:
             ours = row["rawsmtp"]
-            print(
-                f"| {row['workload']} | | | | peak RSS {ours['peak_rss_mb']:.1f} MB | "
-                f"growth {ours['rss_growth_mb']:.1f} MB | | | |"
-            )
+            _line(
+                row["workload"], "", "", "", f"peak RSS {ours['peak_rss_mb']:.1f} MB",
+                f"growth {ours['rss_growth_mb']:.1f} MB",
+            )  # fmt: skip
         elif "ratio" in row:
-            print(
-                f"| {row['workload']} | rawsmtp vs smtplib | {row['rawsmtp_mb_per_s']:,.0f} MB/s | "
-                f"{row['ratio']:.1f}x | | | | | |"
-            )
+            _line(
+                row["workload"], "rawsmtp vs smtplib", f"{row['rawsmtp_mb_per_s']:,.0f} MB/s",
+                f"{row['ratio']:.1f}x",
+            )  # fmt: skip
         else:
-            print(f"| {row['workload']} | | | | | | | | |")
+            _line(row["workload"])
 
 
 if __name__ == "__main__":
